@@ -1,0 +1,54 @@
+// The process's MPI session: initialisation, rank and size, and tagged string messages with polling receives
+// (so waiting ranks sleep instead of spinning on a shared core). Without MPI it is a world of one.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+namespace edgesweep {
+
+/// Message tags of the control plane.
+enum class Tag : int {
+  Ready = 1,   ///< worker -> rank 0: give me work
+  Task = 2,    ///< rank 0 -> worker: a task (JSON)
+  Result = 3,  ///< worker -> rank 0: a task result (JSON); the worker is ready again afterwards
+  Done = 4,    ///< rank 0 -> worker: no more work, exit
+};
+
+struct Message {
+  int source = 0;
+  Tag tag = Tag::Ready;
+  std::string payload;
+};
+
+class MpiSession {
+ public:
+  /// Initialises MPI (when built with it) with MPI_THREAD_FUNNELED; finalises on destruction.
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  /// Whether this build has MPI at all.
+  static bool available();
+  /// The processor name (host) MPI reports, or the host name.
+  std::string host() const;
+
+  /// Sends `payload` to `destination` (blocking until the buffer can be reused).
+  void send(int destination, Tag tag, const std::string& payload);
+  /// Waits up to `timeout` for a message from any rank; sleeps `poll` between probes. nullopt on timeout.
+  std::optional<Message> receive(std::chrono::milliseconds timeout,
+                                 std::chrono::milliseconds poll = std::chrono::milliseconds(2));
+  /// Ends every rank at once (after an unrecoverable error on one).
+  [[noreturn]] void abort(int code);
+
+ private:
+  int rank_ = 0;
+  int size_ = 1;
+  bool initialised_ = false;
+};
+
+}  // namespace edgesweep

@@ -1,0 +1,64 @@
+// Work sent from the orchestrator to a worker, and what comes back; both travel as JSON.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "edgesweep/common/json.h"
+#include "edgesweep/common/trial_config.h"
+
+namespace edgesweep {
+
+/// One unit of work: train a baseline, or run a trial's pipeline starting from its baseline.
+struct Task {
+  std::string kind;           ///< "baseline" or "trial"
+  int64_t trial_id = 0;       ///< row id in the store
+  TrialConfig config;
+  std::string results_dir;    ///< the experiment's results folder; artifact paths are relative to it
+  std::string baseline_path;  ///< trials: the baseline artifact, relative to results_dir
+  std::string baseline_sha256;
+  std::string cache_dir;      ///< folder of cached baselines (by content hash); empty: no cache
+  int64_t threads = 1;        ///< LibTorch threads for this task
+  int64_t eval_batch_size = 256;
+};
+
+/// One value recorded for a trial: per epoch (step >= 1) or final (step = -1).
+struct Metric {
+  int64_t step = -1;
+  std::string name;
+  double value = 0;
+};
+
+/// A model file a task wrote, content-addressed under the results folder.
+struct ArtifactRecord {
+  std::string kind;    ///< "baseline" or "model"
+  std::string path;    ///< relative to results_dir, e.g. "artifacts/<sha256>.pt"
+  std::string sha256;
+  int64_t bytes = 0;
+  int64_t params = 0;
+  int64_t macs = 0;
+  std::string format = "torchscript";
+  Json metadata = Json::object();
+};
+
+struct TaskResult {
+  int64_t trial_id = 0;
+  bool ok = false;
+  std::string error;  ///< why it failed, when !ok
+  std::vector<Metric> metrics;
+  std::vector<ArtifactRecord> artifacts;
+  double seconds = 0;
+  bool cached = false;  ///< baselines: taken from the cache, not trained
+};
+
+void to_json(Json& j, const Task& t);
+void from_json(const Json& j, Task& t);
+void to_json(Json& j, const Metric& m);
+void from_json(const Json& j, Metric& m);
+void to_json(Json& j, const ArtifactRecord& a);
+void from_json(const Json& j, ArtifactRecord& a);
+void to_json(Json& j, const TaskResult& r);
+void from_json(const Json& j, TaskResult& r);
+
+}  // namespace edgesweep

@@ -1,0 +1,78 @@
+// The shared vocabulary of a trial: data, model, training and pipeline settings, and their JSON forms.
+// A trial config is complete: every default is filled in by the spec parser, so a worker needs nothing else.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "edgesweep/common/json.h"
+
+namespace edgesweep {
+
+struct DataConfig {
+  std::string dataset = "fashion-mnist";  ///< fashion-mnist | cifar10 | imagefolder
+  std::string path;                       ///< empty: the packaged default location
+  int64_t train_subset = 0;               ///< 0 = all
+  int64_t test_subset = 0;                ///< 0 = all
+  double val_fraction = 0.1;
+  bool augment = false;
+  int64_t image_size = 32;  ///< imagefolder only
+  int64_t channels = 3;     ///< imagefolder only
+  double test_fraction = 0.2;  ///< imagefolder only
+};
+
+struct ModelConfig {
+  std::string arch = "small-cnn";
+  double width = 1.0;
+  Json layers = Json::array();  ///< inline layers for arch = "custom"
+};
+
+struct TrainConfig {
+  int64_t epochs = 3;
+  double lr = 0.05;
+  std::string optimizer = "sgd";
+  double momentum = 0.9;
+  bool nesterov = false;
+  double weight_decay = 5e-4;
+  int64_t batch_size = 128;
+  std::string lr_schedule = "cosine";
+  int64_t step_size = 1;
+  double gamma = 0.1;
+};
+
+/// One pipeline stage: its kind and its complete parameter object (including "stage").
+struct StageConfig {
+  std::string stage;
+  Json params = Json::object();
+};
+
+struct TrialConfig {
+  uint64_t seed = 0;
+  DataConfig data;
+  ModelConfig model;
+  TrainConfig baseline;
+  std::vector<StageConfig> pipeline;
+};
+
+void to_json(Json& j, const DataConfig& c);
+void from_json(const Json& j, DataConfig& c);
+void to_json(Json& j, const ModelConfig& c);
+void from_json(const Json& j, ModelConfig& c);
+void to_json(Json& j, const TrainConfig& c);
+void from_json(const Json& j, TrainConfig& c);
+void to_json(Json& j, const StageConfig& c);
+void from_json(const Json& j, StageConfig& c);
+void to_json(Json& j, const TrialConfig& c);
+void from_json(const Json& j, TrialConfig& c);
+
+/// Content hash (sha256 hex) of a JSON value in canonical form (sorted keys, no spaces).
+std::string json_hash(const Json& value);
+
+/// Content hash of what determines a trial's baseline: seed, data, model and baseline training settings.
+std::string baseline_hash(const TrialConfig& config);
+
+/// Content hash of a whole trial config.
+std::string trial_hash(const TrialConfig& config);
+
+}  // namespace edgesweep

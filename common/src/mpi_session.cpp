@@ -1,0 +1,110 @@
+// MPI session: the one place that knows whether MPI is compiled in.
+#include "edgesweep/common/mpi_session.h"
+
+#include <cstdlib>
+#include <thread>
+
+#include <unistd.h>
+
+#include "edgesweep/common/error.h"
+
+#if EDGESWEEP_WITH_MPI
+#include <mpi.h>
+#endif
+
+namespace edgesweep {
+
+#if EDGESWEEP_WITH_MPI
+
+namespace {
+void check_mpi(int code, const char* what) {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  throw Error(fmt::format("MPI {} failed: {}", what, std::string(text, static_cast<size_t>(length))));
+}
+}  // namespace
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+  int provided = 0;
+  check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "init");
+  initialised_ = true;
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "comm rank");
+  check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &size_), "comm size");
+}
+
+MpiSession::~MpiSession() {
+  if (initialised_) MPI_Finalize();
+}
+
+bool MpiSession::available() { return true; }
+
+std::string MpiSession::host() const {
+  char name[MPI_MAX_PROCESSOR_NAME];
+  int length = 0;
+  MPI_Get_processor_name(name, &length);
+  return std::string(name, static_cast<size_t>(length));
+}
+
+void MpiSession::send(int destination, Tag tag, const std::string& payload) {
+  check_mpi(MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_CHAR, destination, static_cast<int>(tag),
+                     MPI_COMM_WORLD),
+            "send");
+}
+
+std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, std::chrono::milliseconds poll) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    int flag = 0;
+    MPI_Status status;
+    check_mpi(MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &status), "probe");
+    if (flag) {
+      int count = 0;
+      MPI_Get_count(&status, MPI_CHAR, &count);
+      Message message;
+      message.source = status.MPI_SOURCE;
+      message.tag = static_cast<Tag>(status.MPI_TAG);
+      message.payload.resize(static_cast<size_t>(count));
+      check_mpi(MPI_Recv(message.payload.data(), count, MPI_CHAR, status.MPI_SOURCE, status.MPI_TAG, MPI_COMM_WORLD,
+                         MPI_STATUS_IGNORE),
+                "receive");
+      return message;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(poll);
+  }
+}
+
+void MpiSession::abort(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+#else  // a world of one
+
+MpiSession::MpiSession(int*, char***) {}
+MpiSession::~MpiSession() = default;
+bool MpiSession::available() { return false; }
+
+std::string MpiSession::host() const {
+  char name[256] = {0};
+  gethostname(name, sizeof name - 1);
+  return name;
+}
+
+void MpiSession::send(int destination, Tag, const std::string&) {
+  throw Error(fmt::format("cannot send to rank {}: this build has no MPI", destination));
+}
+
+std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, std::chrono::milliseconds) {
+  std::this_thread::sleep_for(timeout);
+  return std::nullopt;
+}
+
+void MpiSession::abort(int code) { std::_Exit(code); }
+
+#endif
+
+}  // namespace edgesweep

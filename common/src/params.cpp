@@ -1,0 +1,260 @@
+// The schema of every experiment section and pipeline stage.
+#include "edgesweep/common/params.h"
+
+#include <map>
+
+#include "edgesweep/common/error.h"
+
+namespace edgesweep {
+namespace {
+
+ParamSpec integer(std::string name, Json def, std::optional<double> min, std::optional<double> max,
+                  bool sweepable, std::string doc) {
+  ParamSpec p;
+  p.name = std::move(name);
+  p.type = ParamType::Integer;
+  p.default_value = std::move(def);
+  p.min = min;
+  p.max = max;
+  p.sweepable = sweepable;
+  p.doc = std::move(doc);
+  return p;
+}
+
+ParamSpec real(std::string name, Json def, std::optional<double> min, std::optional<double> max, bool sweepable,
+               std::string doc, bool min_exclusive = false) {
+  ParamSpec p = integer(std::move(name), std::move(def), min, max, sweepable, std::move(doc));
+  p.type = ParamType::Float;
+  p.min_exclusive = min_exclusive;
+  return p;
+}
+
+ParamSpec text(std::string name, Json def, std::vector<std::string> choices, bool sweepable, std::string doc) {
+  ParamSpec p;
+  p.name = std::move(name);
+  p.type = ParamType::String;
+  p.default_value = std::move(def);
+  p.choices = std::move(choices);
+  p.sweepable = sweepable;
+  p.doc = std::move(doc);
+  return p;
+}
+
+ParamSpec boolean(std::string name, bool def, bool sweepable, std::string doc) {
+  ParamSpec p;
+  p.name = std::move(name);
+  p.type = ParamType::Boolean;
+  p.default_value = def;
+  p.sweepable = sweepable;
+  p.doc = std::move(doc);
+  return p;
+}
+
+ParamSpec list(std::string name, ParamType type, Json def, std::string doc) {
+  ParamSpec p;
+  p.name = std::move(name);
+  p.type = type;
+  p.default_value = std::move(def);
+  p.doc = std::move(doc);
+  return p;
+}
+
+/// Training settings shared by [baseline] and the train/finetune stages; defaults differ per use.
+std::vector<ParamSpec> training_params(int epochs, double lr, bool sweepable) {
+  return {
+      integer("epochs", epochs, 0, 1000, sweepable, "passes over the training split"),
+      real("lr", lr, 0.0, 10.0, sweepable, "initial learning rate", true),
+      text("optimizer", "sgd", {"sgd", "adam"}, sweepable, "sgd (with momentum) or adam"),
+      real("momentum", 0.9, 0.0, 0.999, sweepable, "SGD momentum"),
+      boolean("nesterov", false, sweepable, "Nesterov momentum for SGD"),
+      real("weight_decay", 5e-4, 0.0, 1.0, sweepable, "L2 weight decay"),
+      integer("batch_size", 128, 1, 65536, sweepable, "training batch size"),
+      text("lr_schedule", "cosine", {"constant", "step", "cosine"}, sweepable, "learning-rate schedule over epochs"),
+      integer("step_size", 1, 1, 1000, sweepable, "epochs between decays for the step schedule"),
+      real("gamma", 0.1, 0.0, 1.0, sweepable, "decay factor for the step schedule", true),
+  };
+}
+
+std::map<std::string, SectionSpec> make_sections() {
+  std::map<std::string, SectionSpec> sections;
+  sections["experiment"] = {"experiment",
+                            {
+                                text("name", nullptr, {}, false, "experiment name; also names its results folder"),
+                                integer("seed", 0, 0, 4294967295.0, false, "seed of every random choice"),
+                                text("description", "", {}, false, "free text kept with the experiment"),
+                            }};
+  sections["data"] = {
+      "data",
+      {
+          text("dataset", "fashion-mnist", {"fashion-mnist", "cifar10", "imagefolder"}, false, "dataset format"),
+          text("path", "", {}, false,
+               "folder of the dataset; empty means the Debian package's copy (fashion-mnist only)"),
+          integer("train_subset", 0, 0, std::nullopt, false, "use this many training images (0 = all)"),
+          integer("test_subset", 0, 0, std::nullopt, false, "use this many test images (0 = all)"),
+          real("val_fraction", 0.1, 0.0, 0.5, false, "share of the training images held out for validation"),
+          boolean("augment", false, false, "random crop (pad 2 for 28 px, 4 otherwise) and horizontal flip"),
+          integer("image_size", 32, 8, 1024, false, "imagefolder: images are resized to this square size"),
+          integer("channels", 3, 1, 3, false, "imagefolder: 1 (grey) or 3 (RGB)"),
+          real("test_fraction", 0.2, 0.05, 0.5, false, "imagefolder: share of images kept for the test split"),
+      }};
+  sections["model"] = {
+      "model",
+      {
+          text("arch", "small-cnn", {"small-cnn", "vgg", "resnet8", "resnet20", "mobilenetv2", "custom"}, true,
+               "zoo architecture, or custom with [[model.layers]]"),
+          real("width", 1.0, 0.125, 8.0, true, "channel width multiplier for zoo architectures"),
+          list("layers", ParamType::TableList, Json::array(), "inline layers for arch = \"custom\""),
+      }};
+  sections["baseline"] = {"baseline", training_params(3, 0.05, true)};
+  sections["search"] = {"search",
+                        {
+                            text("strategy", "grid", {"grid", "random"}, false, "grid: every combination; random: a sample"),
+                            integer("max_trials", 0, 0, std::nullopt, false,
+                                    "random: how many combinations (0 = all); grid: an upper bound (0 = none)"),
+                        }};
+  sections["run"] = {"run",
+                     {
+                         integer("threads", 0, 0, 256, false, "LibTorch threads per worker (0 = cores / busy workers)"),
+                         text("results_dir", "", {}, false, "where the database and artifacts go (default results/<name>)"),
+                         integer("eval_batch_size", 256, 1, 65536, false, "batch size of evaluation passes"),
+                         integer("max_attempts", 1, 1, 100, false, "attempts of a trial in one run before it stays failed"),
+                     }};
+  return sections;
+}
+
+std::map<std::string, SectionSpec> make_stages() {
+  std::map<std::string, SectionSpec> stages;
+  stages["train"] = {"train", training_params(3, 0.05, true)};
+  stages["train"].params.push_back(
+      boolean("reinitialize", true, false, "start from fresh weights (false: continue from the incoming model)"));
+  stages["finetune"] = {"finetune", training_params(1, 0.01, true)};
+  return stages;
+}
+
+SectionSpec make_layer_spec() {
+  return {"layer",
+          {
+              text("op", nullptr,
+                   {"conv", "batchnorm", "relu", "relu6", "maxpool", "avgpool", "adaptive_avgpool", "linear", "add",
+                    "concat", "flatten", "dropout"},
+                   false, "operator"),
+              text("name", "", {}, false, "layer name (default: op and index)"),
+              list("inputs", ParamType::StringList, Json::array(), "names of input layers (default: the previous)"),
+              integer("out", 0, 0, 65536, false, "conv: output channels; linear: output features"),
+              integer("kernel", 0, 0, 64, false, "conv and pool: kernel size (0 = 3 for conv, 2 for pools)"),
+              integer("stride", 0, 0, 64, false, "conv and pool: stride (0 = 1 for conv, the kernel for pools)"),
+              integer("padding", -1, -1, 64, false, "conv and pool: padding (-1 = kernel / 2 for conv, 0 for pool)"),
+              integer("groups", 1, 1, 65536, false, "conv: groups (equal to channels = depthwise)"),
+              boolean("bias", true, false, "conv and linear: with a bias"),
+              integer("output_size", 1, 1, 1024, false, "adaptive_avgpool: output height and width"),
+              real("p", 0.5, 0.0, 1.0, false, "dropout probability", false),
+          }};
+}
+
+}  // namespace
+
+const ParamSpec* SectionSpec::find(const std::string& key) const {
+  for (const ParamSpec& p : params) {
+    if (p.name == key) return &p;
+  }
+  return nullptr;
+}
+
+const SectionSpec& section_spec(const std::string& section) {
+  static const std::map<std::string, SectionSpec> sections = make_sections();
+  auto it = sections.find(section);
+  EDGESWEEP_ASSERT(it != sections.end());
+  return it->second;
+}
+
+const std::vector<std::string>& section_names() {
+  static const std::vector<std::string> names = {"experiment", "data", "model", "baseline", "search", "run"};
+  return names;
+}
+
+const SectionSpec& stage_spec(const std::string& stage) {
+  static const std::map<std::string, SectionSpec> stages = make_stages();
+  auto it = stages.find(stage);
+  if (it == stages.end()) {
+    std::string known;
+    for (const auto& [name, spec] : stages) known += (known.empty() ? "" : ", ") + name;
+    throw InputError(fmt::format("unknown stage '{}' (known stages: {})", stage, known));
+  }
+  return it->second;
+}
+
+std::vector<std::string> stage_names() { return {"finetune", "train"}; }
+
+const SectionSpec& layer_spec() {
+  static const SectionSpec spec = make_layer_spec();
+  return spec;
+}
+
+const char* type_name(ParamType type) {
+  switch (type) {
+    case ParamType::Integer: return "integer";
+    case ParamType::Float: return "number";
+    case ParamType::String: return "string";
+    case ParamType::Boolean: return "boolean";
+    case ParamType::StringList: return "array of strings";
+    case ParamType::FloatList: return "array of numbers";
+    case ParamType::TableList: return "array of tables";
+  }
+  return "value";
+}
+
+std::string check_value(const ParamSpec& spec, Json& value) {
+  switch (spec.type) {
+    case ParamType::Integer:
+      if (!value.is_number_integer()) return fmt::format("'{}' must be an integer, got {}", spec.name, value.dump());
+      break;
+    case ParamType::Float:
+      if (!value.is_number()) return fmt::format("'{}' must be a number, got {}", spec.name, value.dump());
+      value = value.get<double>();
+      break;
+    case ParamType::String:
+      if (!value.is_string()) return fmt::format("'{}' must be a string, got {}", spec.name, value.dump());
+      if (!spec.choices.empty()) {
+        const auto s = value.get<std::string>();
+        bool known = false;
+        for (const auto& c : spec.choices) known = known || c == s;
+        if (!known) {
+          std::string all;
+          for (const auto& c : spec.choices) all += (all.empty() ? "" : ", ") + c;
+          return fmt::format("'{}' is \"{}\", expected one of: {}", spec.name, s, all);
+        }
+      }
+      return "";
+    case ParamType::Boolean:
+      if (!value.is_boolean()) return fmt::format("'{}' must be true or false, got {}", spec.name, value.dump());
+      return "";
+    case ParamType::StringList:
+      if (!value.is_array()) return fmt::format("'{}' must be an array of strings", spec.name);
+      for (const auto& v : value) {
+        if (!v.is_string()) return fmt::format("'{}' must be an array of strings, got {}", spec.name, v.dump());
+      }
+      return "";
+    case ParamType::FloatList:
+      if (!value.is_array()) return fmt::format("'{}' must be an array of numbers", spec.name);
+      for (auto& v : value) {
+        if (!v.is_number()) return fmt::format("'{}' must be an array of numbers, got {}", spec.name, v.dump());
+        v = v.get<double>();
+      }
+      return "";
+    case ParamType::TableList:
+      if (!value.is_array()) return fmt::format("'{}' must be an array of tables", spec.name);
+      return "";
+  }
+  const double x = value.get<double>();
+  if (spec.min && (spec.min_exclusive ? x <= *spec.min : x < *spec.min)) {
+    return fmt::format("'{}' = {} is out of range: must be {} {}", spec.name, value.dump(),
+                       spec.min_exclusive ? ">" : ">=", *spec.min);
+  }
+  if (spec.max && (spec.max_exclusive ? x >= *spec.max : x > *spec.max)) {
+    return fmt::format("'{}' = {} is out of range: must be {} {}", spec.name, value.dump(),
+                       spec.max_exclusive ? "<" : "<=", *spec.max);
+  }
+  return "";
+}
+
+}  // namespace edgesweep

@@ -1,0 +1,58 @@
+// Experiment specs: a TOML file parsed once into typed, validated settings, and expanded into trials.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "edgesweep/common/json.h"
+#include "edgesweep/common/trial_config.h"
+
+namespace edgesweep {
+
+/// One swept setting: where it goes in a trial config and the values it takes, in file order.
+struct SweepDimension {
+  std::string pointer;  ///< JSON pointer into the trial config, e.g. "/pipeline/0/lr" or "/model/arch"
+  std::string label;    ///< how users wrote it, e.g. "pipeline[0].lr" or "model.arch"
+  std::vector<Json> values;
+};
+
+struct RunSettings {
+  int64_t threads = 0;  ///< 0 = cores / busy workers
+  std::filesystem::path results_dir;  ///< resolved: [run] results_dir or results/<name>
+  int64_t eval_batch_size = 256;
+  int64_t max_attempts = 1;
+};
+
+struct ExperimentSpec {
+  std::filesystem::path path;  ///< where the spec was read from ("<string>" when parsed from text)
+  std::string text;            ///< the TOML source as given
+  std::string hash;            ///< sha256 of `text`
+  std::string name;
+  uint64_t seed = 0;
+  std::string description;
+  std::string strategy = "grid";  ///< grid | random
+  int64_t max_trials = 0;
+  RunSettings run;
+  /// A complete trial config (every default filled in); swept keys hold their first value.
+  Json base_trial;
+  std::vector<SweepDimension> dimensions;
+};
+
+/// Parses and validates a spec. Every problem is an InputError whose message starts with
+/// "<file>:<line>:<col>: " pointing at the offending key or value (or the file for I/O errors).
+ExperimentSpec parse_spec_file(const std::filesystem::path& path);
+
+/// Same as parse_spec_file for TOML text; `source_name` stands for the file name in errors.
+ExperimentSpec parse_spec_string(const std::string& text, const std::string& source_name);
+
+/// Total number of combinations of the swept dimensions (1 when nothing is swept).
+uint64_t count_combinations(const ExperimentSpec& spec);
+
+/// Expands a spec into its trials: grid in file order (the last dimension varies fastest), or a seeded random
+/// sample of `max_trials` distinct combinations. Identical configs appear once. Throws InputError when a grid has
+/// more combinations than a non-zero max_trials.
+std::vector<TrialConfig> expand_trials(const ExperimentSpec& spec);
+
+}  // namespace edgesweep

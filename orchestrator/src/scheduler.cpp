@@ -1,0 +1,348 @@
+// Rank 0's scheduling loop (task-pull over MPI, or inline when alone) and the worker loop.
+#include "edgesweep/orchestrator/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "edgesweep/common/error.h"
+#include "edgesweep/common/hash.h"
+#include "edgesweep/common/task.h"
+#include "edgesweep/orchestrator/store.h"
+#include "edgesweep/orchestrator/tables.h"
+#include "edgesweep/workers/run_task.h"
+
+namespace edgesweep {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string format_duration(double seconds) {
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+/// Rank 0's view of the experiment: what is pending, running, done, and what can run next.
+class Scheduler {
+ public:
+  Scheduler(Store& store, const ExperimentSpec& spec, const RunOptions& options)
+      : store_(store), spec_(spec), options_(options) {}
+
+  /// Records the experiment and its trials (or checks them against the store when resuming).
+  void prepare() {
+    const auto existing = store_.find_experiment(spec_.name);
+    if (existing && !options_.resume) {
+      throw InputError(fmt::format(
+          "{}: experiment '{}' is already in '{}'\nhint: continue it with `edgesweep run --resume {}`, or give the "
+          "experiment another name",
+          spec_.path.string(), spec_.name, store_path(spec_).string(), spec_.path.string()));
+    }
+    if (existing && existing->spec_hash != spec_.hash) {
+      throw InputError(fmt::format(
+          "{}: the experiment file changed since '{}' was recorded in '{}' (sha256 {} then, {} now); resuming would "
+          "mix two experiments\nhint: restore the file, or run the changed experiment under another name",
+          spec_.path.string(), spec_.name, store_path(spec_).string(), existing->spec_hash.substr(0, 12),
+          spec_.hash.substr(0, 12)));
+    }
+    const std::vector<TrialConfig> trials = expand_trials(spec_);
+    store_.transaction([&] {
+      experiment_id_ = existing ? existing->id : store_.create_experiment(spec_.name, spec_.text, spec_.hash);
+      for (const TrialConfig& trial : trials) {
+        const std::string bhash = baseline_hash(trial);
+        if (!baseline_ids_.count(bhash)) {
+          const Json baseline_config = Json{{"seed", trial.seed}, {"data", trial.data}, {"model", trial.model},
+                                            {"baseline", trial.baseline}, {"pipeline", Json::array()}};
+          baseline_ids_[bhash] = store_.add_trial(experiment_id_, "baseline", baseline_config, bhash);
+        }
+        const int64_t id = store_.add_trial(experiment_id_, "trial", Json(trial), trial_hash(trial));
+        baseline_of_[id] = baseline_ids_[bhash];
+      }
+      store_.set_experiment_status(experiment_id_, "running");
+      if (existing) {
+        const int64_t requeued = store_.requeue_running(experiment_id_);
+        if (requeued > 0) spdlog::info("resume: {} trial(s) that were running are queued again", requeued);
+      }
+    });
+    for (const TrialRow& row : store_.trials(experiment_id_)) rows_[row.id] = row;
+    if (existing) verify_done_artifacts();
+    for (auto& [id, row] : rows_) {
+      if (row.status == TrialStatus::Failed) {  // a new run gives failed trials a new chance
+        store_.mark_pending(id);
+        row.status = TrialStatus::Pending;
+        row.attempts = 0;
+      }
+    }
+    attempts_at_start_.clear();
+    for (const auto& [id, row] : rows_) attempts_at_start_[id] = row.attempts;
+    const int64_t done = count(TrialStatus::Done);
+    if (done > 0) spdlog::info("resume: {} of {} tasks are done and skipped", done, rows_.size());
+    start_ = Clock::now();
+  }
+
+  /// The next task that can run, marked running on `worker`; nullopt when nothing can start now.
+  std::optional<Task> next_task(int worker, int64_t busy_workers) {
+    for (auto& [id, row] : rows_) {
+      if (row.status != TrialStatus::Pending) continue;
+      Task task;
+      task.kind = row.kind;
+      task.trial_id = id;
+      task.results_dir = spec_.run.results_dir.string();
+      task.cache_dir = (spec_.run.results_dir.parent_path() / "cache").string();
+      task.eval_batch_size = spec_.run.eval_batch_size;
+      const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+      task.threads = spec_.run.threads > 0 ? spec_.run.threads : std::max<int64_t>(1, cores / (busy_workers + 1));
+      if (row.kind == "baseline") {
+        from_json(row.config, task.config);
+      } else {
+        const TrialRow& baseline = rows_.at(baseline_of(id));
+        if (baseline.status != TrialStatus::Done) continue;
+        from_json(row.config, task.config);
+        const auto artifacts = store_.artifacts(baseline.id);
+        EDGESWEEP_ASSERT(!artifacts.empty());
+        task.baseline_path = artifacts.back().path;
+        task.baseline_sha256 = artifacts.back().sha256;
+      }
+      store_.mark_running(id, worker);
+      row.status = TrialStatus::Running;
+      row.worker = worker;
+      ++row.attempts;
+      return task;
+    }
+    return std::nullopt;
+  }
+
+  /// Records a task's result in one transaction.
+  void record(const TaskResult& result) {
+    TrialRow& row = rows_.at(result.trial_id);
+    store_.transaction([&] {
+      if (result.ok) {
+        std::vector<MetricRow> metrics;
+        for (const Metric& m : result.metrics) metrics.push_back({row.id, m.step, m.name, m.value});
+        metrics.push_back({row.id, -1, "seconds", result.seconds});
+        if (row.kind == "baseline") metrics.push_back({row.id, -1, "cached", result.cached ? 1.0 : 0.0});
+        store_.add_metrics(metrics);
+        for (const ArtifactRecord& a : result.artifacts) {
+          store_.add_artifact(
+              {0, row.id, a.kind, a.path, a.sha256, a.bytes, a.params, a.macs, a.format, a.metadata});
+        }
+        store_.mark_done(row.id);
+        row.status = TrialStatus::Done;
+      } else if (row.attempts - attempts_at_start_[row.id] < spec_.run.max_attempts) {
+        spdlog::warn("{} {} failed (attempt {}), queued again: {}", row.kind, row.id, row.attempts, result.error);
+        store_.mark_failed(row.id, result.error);
+        store_.mark_pending(row.id);
+        row.status = TrialStatus::Pending;
+      } else {
+        store_.mark_failed(row.id, result.error);
+        row.status = TrialStatus::Failed;
+        spdlog::warn("{} {} failed: {}", row.kind, row.id, result.error);
+        if (row.kind == "baseline") fail_dependents(row.id, result.error);
+      }
+    });
+    ++finished_this_run_;
+    if (options_.progress) print_progress();
+  }
+
+  /// Marks a running task failed because its worker is gone.
+  void abandon(int64_t trial_id, const std::string& reason) {
+    TaskResult result;
+    result.trial_id = trial_id;
+    result.error = reason;
+    record(result);
+  }
+
+  bool finished() const { return count(TrialStatus::Pending) == 0 && count(TrialStatus::Running) == 0; }
+  bool any_running() const { return count(TrialStatus::Running) > 0; }
+  int64_t experiment_id() const { return experiment_id_; }
+
+  int finish() {
+    const bool failures = count(TrialStatus::Failed) > 0;
+    store_.set_experiment_status(experiment_id_, failures ? "failed" : "done");
+    return failures ? 1 : 0;
+  }
+
+ private:
+  int64_t baseline_of(int64_t trial_id) const {
+    auto it = baseline_of_.find(trial_id);
+    if (it != baseline_of_.end()) return it->second;
+    // Trials recorded by an earlier run: their baseline is the one with their baseline hash.
+    TrialConfig config;
+    from_json(rows_.at(trial_id).config, config);
+    return baseline_ids_.at(baseline_hash(config));
+  }
+
+  int64_t count(TrialStatus status) const {
+    int64_t n = 0;
+    for (const auto& [id, row] : rows_) n += row.status == status ? 1 : 0;
+    return n;
+  }
+
+  void fail_dependents(int64_t baseline_id, const std::string& error) {
+    for (auto& [id, row] : rows_) {
+      if (row.kind == "trial" && row.status == TrialStatus::Pending && baseline_of(id) == baseline_id) {
+        store_.mark_failed(id, "its baseline (task " + std::to_string(baseline_id) + ") failed: " + error);
+        row.status = TrialStatus::Failed;
+      }
+    }
+  }
+
+  /// A done task whose artifact is missing or changed is run again, never trusted.
+  void verify_done_artifacts() {
+    for (auto& [id, row] : rows_) {
+      if (row.status != TrialStatus::Done) continue;
+      for (const ArtifactRow& a : store_.artifacts(id)) {
+        const fs::path file = spec_.run.results_dir / a.path;
+        const bool intact = fs::exists(file) && sha256_file(file) == a.sha256;
+        if (!intact) {
+          spdlog::warn("{} {}: artifact '{}' is missing or no longer matches its sha256; running it again", row.kind,
+                       id, file.string());
+          store_.mark_pending(id);
+          row.status = TrialStatus::Pending;
+          break;
+        }
+      }
+    }
+  }
+
+  void print_progress() {
+    const int64_t total = static_cast<int64_t>(rows_.size());
+    const int64_t done = count(TrialStatus::Done);
+    const int64_t failed = count(TrialStatus::Failed);
+    const int64_t running = count(TrialStatus::Running);
+    const int64_t remaining = total - done - failed;
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
+    std::string eta = "?";
+    if (finished_this_run_ > 0 && remaining > 0) {
+      const double parallel = std::max<int64_t>(1, std::max(running, int64_t{1}));
+      eta = format_duration(elapsed / static_cast<double>(finished_this_run_) * static_cast<double>(remaining) /
+                            parallel);
+    } else if (remaining == 0) {
+      eta = "0s";
+    }
+    fmt::print(stderr, "[{}/{}] done {}, failed {}, running {}, elapsed {}, ETA {}\n", done + failed, total, done,
+               failed, running, format_duration(elapsed), eta);
+  }
+
+  Store& store_;
+  const ExperimentSpec& spec_;
+  RunOptions options_;
+  int64_t experiment_id_ = 0;
+  std::map<int64_t, TrialRow> rows_;
+  std::map<std::string, int64_t> baseline_ids_;
+  std::map<int64_t, int64_t> baseline_of_;
+  std::map<int64_t, int64_t> attempts_at_start_;
+  int64_t finished_this_run_ = 0;
+  Clock::time_point start_;
+};
+
+void run_inline(Scheduler& scheduler) {
+  while (auto task = scheduler.next_task(0, 0)) scheduler.record(run_task(*task));
+}
+
+void run_over_mpi(Scheduler& scheduler, MpiSession& session) {
+  std::set<int> idle;                       // workers waiting for work
+  std::map<int, int64_t> running;           // worker -> task
+  int active = session.size() - 1;          // workers not yet released
+  const auto dispatch = [&](int worker) {
+    if (auto task = scheduler.next_task(worker, static_cast<int64_t>(running.size()))) {
+      session.send(worker, Tag::Task, Json(*task).dump());
+      running[worker] = task->trial_id;
+      idle.erase(worker);
+      return true;
+    }
+    return false;
+  };
+  while (active > 0) {
+    // Hand work to idle workers; release them all once nothing is left to run.
+    for (int worker : std::vector<int>(idle.begin(), idle.end())) dispatch(worker);
+    if (scheduler.finished()) {
+      for (int worker : idle) {
+        session.send(worker, Tag::Done, "");
+        --active;
+      }
+      idle.clear();
+      if (active == 0) break;
+    }
+    const auto message = session.receive(std::chrono::milliseconds(500), std::chrono::milliseconds(5));
+    if (!message) continue;
+    if (message->tag == Tag::Ready) {
+      idle.insert(message->source);
+    } else if (message->tag == Tag::Result) {
+      TaskResult result;
+      try {
+        from_json(Json::parse(message->payload), result);
+      } catch (const std::exception& e) {
+        result.ok = false;
+        result.error = fmt::format("rank {} sent an unreadable result: {}", message->source, e.what());
+      }
+      auto task = running.find(message->source);
+      if (task == running.end()) {
+        spdlog::warn("rank 0: result from rank {}, which runs no task; ignored", message->source);
+        continue;
+      }
+      result.trial_id = task->second;  // rank 0's own record of what that worker runs
+      running.erase(task);
+      scheduler.record(result);
+      idle.insert(message->source);
+    } else {
+      spdlog::warn("rank 0: unexpected message tag {} from rank {}", static_cast<int>(message->tag), message->source);
+    }
+  }
+}
+
+}  // namespace
+
+fs::path store_path(const ExperimentSpec& spec) { return spec.run.results_dir / "edgesweep.db"; }
+
+int orchestrate(const ExperimentSpec& spec, const RunOptions& options, MpiSession& session) {
+  Store store = Store::open(store_path(spec), Store::Mode::ReadWrite);
+  Scheduler scheduler(store, spec, options);
+  scheduler.prepare();
+  if (session.size() == 1) {
+    spdlog::info("running '{}' in this process (no worker ranks)", spec.name);
+    run_inline(scheduler);
+  } else {
+    spdlog::info("running '{}' on {} worker rank(s)", spec.name, session.size() - 1);
+    run_over_mpi(scheduler, session);
+  }
+  const int code = scheduler.finish();
+  fmt::print("{}", format_trials(store, scheduler.experiment_id(), "table"));
+  fmt::print("results: {}\n", store_path(spec).string());
+  return code;
+}
+
+void serve_worker(MpiSession& session) {
+  session.send(0, Tag::Ready, "");
+  while (true) {
+    const auto message = session.receive(std::chrono::hours(24 * 365), std::chrono::milliseconds(5));
+    if (!message || message->tag == Tag::Done) return;
+    if (message->tag != Tag::Task) continue;
+    TaskResult result;
+    try {
+      Task task;
+      from_json(Json::parse(message->payload), task);
+      spdlog::info("{} {} starting", task.kind, task.trial_id);
+      result = run_task(task);
+      spdlog::info("{} {} {} in {:.1f}s", task.kind, task.trial_id, result.ok ? "done" : "failed", result.seconds);
+    } catch (const std::exception& e) {
+      result.ok = false;
+      result.error = fmt::format("rank {} could not read its task: {}", session.rank(), e.what());
+    }
+    session.send(0, Tag::Result, Json(result).dump());
+  }
+}
+
+void release_workers(MpiSession& session) {
+  for (int rank = 1; rank < session.size(); ++rank) session.send(rank, Tag::Done, "");
+}
+
+}  // namespace edgesweep

@@ -1,0 +1,467 @@
+// Experiment specs: TOML text (TOML++) checked against the parameter schema of params.h and turned into an
+// ExperimentSpec with a complete base trial config and its swept dimensions. Every error names file:line:col.
+#include "edgesweep/orchestrator/spec.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <utility>
+
+#include <toml++/toml.h>
+
+#include "edgesweep/common/error.h"
+#include "edgesweep/common/hash.h"
+#include "edgesweep/common/params.h"
+
+namespace edgesweep {
+namespace {
+
+bool comes_before(const toml::source_position& a, const toml::source_position& b) {
+  return a.line < b.line || (a.line == b.line && a.column < b.column);
+}
+
+/// The entries of a table in the order they were written (TOML++ iterates them sorted by name).
+std::vector<std::pair<const toml::key*, const toml::node*>> entries_in_file_order(const toml::table& table) {
+  std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+  for (const auto& [key, node] : table) entries.emplace_back(&key, &node);
+  std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+    return comes_before(a.first->source().begin, b.first->source().begin);
+  });
+  return entries;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string joined;
+  for (const std::string& item : items) joined += (joined.empty() ? "" : ", ") + item;
+  return joined;
+}
+
+std::vector<std::string> param_names(const SectionSpec& spec) {
+  std::vector<std::string> names;
+  for (const ParamSpec& p : spec.params) names.push_back(p.name);
+  return names;
+}
+
+/// What a value of `type` looks like, for "must be ..." messages.
+const char* expected_text(ParamType type) {
+  switch (type) {
+    case ParamType::Integer: return "an integer";
+    case ParamType::Float: return "a finite number";
+    case ParamType::String: return "a string";
+    case ParamType::Boolean: return "true or false";
+    case ParamType::StringList: return "an array of strings";
+    case ParamType::FloatList: return "an array of numbers";
+    case ParamType::TableList: return "an array of tables";
+  }
+  return "a value";
+}
+
+/// Converts a TOML scalar to JSON. Returns false and describes the node in `kind` when it has no JSON scalar form
+/// (tables, arrays, dates and times, infinities and NaN).
+bool scalar_to_json(const toml::node& node, Json& out, std::string& kind) {
+  switch (node.type()) {
+    case toml::node_type::string: out = std::string(*node.value<std::string_view>()); return true;
+    case toml::node_type::integer: out = *node.value<int64_t>(); return true;
+    case toml::node_type::boolean: out = *node.value<bool>(); return true;
+    case toml::node_type::floating_point: {
+      const double x = *node.value<double>();
+      if (std::isfinite(x)) {
+        out = x;
+        return true;
+      }
+      kind = std::isnan(x) ? "nan" : (x > 0 ? "inf" : "-inf");
+      return false;
+    }
+    case toml::node_type::table: kind = "a table"; return false;
+    case toml::node_type::array: kind = "an array"; return false;
+    case toml::node_type::date: kind = "a date"; return false;
+    case toml::node_type::time: kind = "a time"; return false;
+    case toml::node_type::date_time: kind = "a date-time"; return false;
+    case toml::node_type::none: break;
+  }
+  kind = "an unknown value";
+  return false;
+}
+
+/// A swept key as found in the file; `position` keeps the dimensions in file order.
+struct FoundDimension {
+  toml::source_position position;
+  SweepDimension dimension;
+};
+
+/// One pass over a spec's TOML; collects swept dimensions while it fills in every setting.
+class SpecParser {
+ public:
+  explicit SpecParser(std::string source_name) : source_name_(std::move(source_name)) {}
+
+  ExperimentSpec parse(const std::string& text);
+
+ private:
+  [[noreturn]] void fail(const toml::source_position& where, const std::string& message) const {
+    throw InputError(fmt::format("{}:{}:{}: {}", source_name_, where.line, where.column, message));
+  }
+
+  Json read_table(const toml::table& table, const SectionSpec& spec, const std::string& context,
+                  const std::string& pointer, const std::string& label, const std::vector<std::string>& handled_keys,
+                  const std::string& unknown_note = "");
+  Json read_value(const toml::key& key, const toml::node& node, const ParamSpec& spec, const std::string& context,
+                  const std::string& pointer, const std::string& label);
+  Json read_scalar(const toml::node& node, const ParamSpec& spec, const std::string& context) const;
+  Json read_list(const toml::node& node, const ParamSpec& spec, const std::string& context) const;
+  Json read_model(const toml::table& table);
+  Json read_layers(const toml::node& node);
+  Json read_pipeline(const toml::node& node);
+  void check_data(const toml::table& table, const Json& data) const;
+  void check_name(const toml::table& table, const std::string& name) const;
+
+  std::string source_name_;
+  std::vector<FoundDimension> dimensions_;
+};
+
+/// Reads every key of `table` against `spec` and fills in the defaults of the keys not given. Keys listed in
+/// `handled_keys` are left to the caller (neither read nor defaulted when present).
+Json SpecParser::read_table(const toml::table& table, const SectionSpec& spec, const std::string& context,
+                            const std::string& pointer, const std::string& label,
+                            const std::vector<std::string>& handled_keys, const std::string& unknown_note) {
+  Json out = Json::object();
+  for (const auto& [key, node] : entries_in_file_order(table)) {
+    const std::string name(key->str());
+    if (std::find(handled_keys.begin(), handled_keys.end(), name) != handled_keys.end()) continue;
+    const ParamSpec* param = spec.find(name);
+    if (param == nullptr) {
+      std::vector<std::string> known;
+      for (const std::string& n : handled_keys) {
+        if (spec.find(n) == nullptr) known.push_back(n);
+      }
+      for (const std::string& n : param_names(spec)) known.push_back(n);
+      fail(key->source().begin,
+           fmt::format("unknown key '{}' in {} ({}known keys: {})", name, context, unknown_note, join(known)));
+    }
+    out[name] = read_value(*key, *node, *param, context, pointer + "/" + name, label + "." + name);
+  }
+  for (const ParamSpec& param : spec.params) {
+    if (table.contains(param.name)) continue;
+    if (param.default_value.is_null()) {
+      fail(table.source().begin, fmt::format("{} is missing required key '{}'", context, param.name));
+    }
+    out[param.name] = param.default_value;
+  }
+  return out;
+}
+
+/// Reads one key's value: a scalar, a list setting, or (for a sweepable key) a sweep list that becomes a dimension
+/// and stands in the config with its first value.
+Json SpecParser::read_value(const toml::key& key, const toml::node& node, const ParamSpec& spec,
+                            const std::string& context, const std::string& pointer, const std::string& label) {
+  if (spec.type == ParamType::StringList || spec.type == ParamType::FloatList) return read_list(node, spec, context);
+  EDGESWEEP_ASSERT(spec.type != ParamType::TableList);  // table lists are read by their section
+
+  const toml::array* array = node.as_array();
+  if (array == nullptr) return read_scalar(node, spec, context);
+  if (!spec.sweepable) {
+    fail(node.source().begin, fmt::format("{} '{}' cannot be swept: give {}, not an array", context, spec.name,
+                                          expected_text(spec.type)));
+  }
+  if (array->empty()) {
+    fail(node.source().begin,
+         fmt::format("{} '{}' = [] is an empty sweep: give at least one value", context, spec.name));
+  }
+  SweepDimension dimension;
+  dimension.pointer = pointer;
+  dimension.label = label;
+  std::vector<toml::source_position> positions;
+  for (const toml::node& element : *array) {
+    Json value = read_scalar(element, spec, context);
+    for (size_t i = 0; i < dimension.values.size(); ++i) {
+      if (dimension.values[i] == value) {
+        fail(element.source().begin,
+             fmt::format("{} '{}' sweeps {} twice (first at {}:{})", context, spec.name, value.dump(),
+                         positions[i].line, positions[i].column));
+      }
+    }
+    dimension.values.push_back(std::move(value));
+    positions.push_back(element.source().begin);
+  }
+  Json first = dimension.values.front();
+  dimensions_.push_back({key.source().begin, std::move(dimension)});
+  return first;
+}
+
+/// Reads one scalar and checks it against its spec (type, range, choices).
+Json SpecParser::read_scalar(const toml::node& node, const ParamSpec& spec, const std::string& context) const {
+  Json value;
+  std::string kind;
+  if (!scalar_to_json(node, value, kind)) {
+    fail(node.source().begin,
+         fmt::format("{} '{}' must be {}, got {}", context, spec.name, expected_text(spec.type), kind));
+  }
+  const std::string problem = check_value(spec, value);
+  if (!problem.empty()) fail(node.source().begin, context + " " + problem);
+  return value;
+}
+
+/// Reads an array-of-scalars setting (never swept); each element is checked at its own position.
+Json SpecParser::read_list(const toml::node& node, const ParamSpec& spec, const std::string& context) const {
+  const toml::array* array = node.as_array();
+  if (array == nullptr) {
+    std::string kind;
+    Json value;
+    if (scalar_to_json(node, value, kind)) kind = value.dump();
+    fail(node.source().begin,
+         fmt::format("{} '{}' must be {}, got {}", context, spec.name, expected_text(spec.type), kind));
+  }
+  Json list = Json::array();
+  for (const toml::node& element : *array) {
+    Json value;
+    std::string kind;
+    if (!scalar_to_json(element, value, kind)) {
+      fail(element.source().begin,
+           fmt::format("{} '{}' must be {}, got {}", context, spec.name, expected_text(spec.type), kind));
+    }
+    Json single = Json::array({value});
+    const std::string problem = check_value(spec, single);
+    if (!problem.empty()) fail(element.source().begin, context + " " + problem);
+    list.push_back(single.front());
+  }
+  return list;
+}
+
+/// Reads [model] and its [[model.layers]]; custom architectures need layers, zoo architectures take none.
+Json SpecParser::read_model(const toml::table& table) {
+  Json model = read_table(table, section_spec("model"), "[model]", "/model", "model", {"layers"});
+  const toml::node* layers_node = table.get("layers");
+  model["layers"] = layers_node != nullptr ? read_layers(*layers_node) : Json::array();
+
+  // Where "custom" is written, if any of the architectures (one value or a sweep) is custom.
+  const toml::node* arch_node = table.get("arch");
+  const toml::node* custom_node = nullptr;
+  if (arch_node != nullptr) {
+    if (const toml::array* sweep = arch_node->as_array()) {
+      for (const toml::node& element : *sweep) {
+        if (element.value<std::string_view>() == std::string_view("custom")) custom_node = &element;
+      }
+    } else if (arch_node->value<std::string_view>() == std::string_view("custom")) {
+      custom_node = arch_node;
+    }
+  }
+  if (custom_node != nullptr && model["layers"].empty()) {
+    fail(custom_node->source().begin,
+         "[model] arch = \"custom\" needs its layers: add one [[model.layers]] table per layer");
+  }
+  if (custom_node == nullptr && !model["layers"].empty()) {
+    fail(layers_node->source().begin,
+         fmt::format("[model] layers are given but arch = \"{}\": set arch = \"custom\" to build them, or remove "
+                     "the [[model.layers]] tables",
+                     model["arch"].get<std::string>()));
+  }
+  return model;
+}
+
+/// Reads the inline layers, each against layer_spec() with defaults filled in.
+Json SpecParser::read_layers(const toml::node& node) {
+  const toml::array* array = node.as_array();
+  if (array == nullptr) {
+    fail(node.source().begin, "[model] 'layers' must be an array of tables: write each layer as [[model.layers]]");
+  }
+  Json layers = Json::array();
+  std::vector<const toml::node*> name_nodes;
+  for (size_t i = 0; i < array->size(); ++i) {
+    const toml::node& element = *array->get(i);
+    const std::string context = fmt::format("model.layers[{}]", i);
+    const toml::table* layer = element.as_table();
+    if (layer == nullptr) fail(element.source().begin, context + " must be a table of layer settings");
+    Json settings = read_table(*layer, layer_spec(), context, fmt::format("/model/layers/{}", i), context, {});
+    const std::string name = settings["name"].get<std::string>();
+    if (!name.empty()) {
+      for (size_t j = 0; j < layers.size(); ++j) {
+        if (layers[j]["name"] == name) {
+          const auto& first = name_nodes[j]->source().begin;
+          fail(layer->get("name")->source().begin,
+               fmt::format("{} 'name' = \"{}\" is already used by model.layers[{}] at {}:{}", context, name, j,
+                           first.line, first.column));
+        }
+      }
+    }
+    name_nodes.push_back(layer->get("name") != nullptr ? layer->get("name") : &element);
+    layers.push_back(std::move(settings));
+  }
+  return layers;
+}
+
+/// Reads the ordered [[pipeline]] stages; each is checked against the schema of its `stage`.
+Json SpecParser::read_pipeline(const toml::node& node) {
+  const toml::array* array = node.as_array();
+  if (array == nullptr) {
+    fail(node.source().begin, "'pipeline' must be an array of tables: write each stage as [[pipeline]]");
+  }
+  const std::string known_stages = join(stage_names());
+  Json pipeline = Json::array();
+  for (size_t i = 0; i < array->size(); ++i) {
+    const std::string context = fmt::format("pipeline[{}]", i);
+    const toml::node& element = *array->get(i);
+    if (!element.is_table()) {
+      fail(element.source().begin, context + " must be a table: write each stage as [[pipeline]]");
+    }
+    const toml::table& table = *element.as_table();
+    const toml::node* stage_node = table.get("stage");
+    if (stage_node == nullptr) {
+      fail(table.source().begin,
+           fmt::format("{} is missing required key 'stage' (known stages: {})", context, known_stages));
+    }
+    if (stage_node->is_array()) {
+      fail(stage_node->source().begin,
+           fmt::format("{} 'stage' cannot be swept: write one [[pipeline]] table per stage", context));
+    }
+    if (!stage_node->is_string()) {
+      std::string kind;
+      Json value;
+      if (scalar_to_json(*stage_node, value, kind)) kind = value.dump();
+      fail(stage_node->source().begin, fmt::format("{} 'stage' must be a string, got {}", context, kind));
+    }
+    const std::string stage(*stage_node->value<std::string_view>());
+    const SectionSpec* spec = nullptr;
+    try {
+      spec = &stage_spec(stage);
+    } catch (const InputError& e) {
+      fail(stage_node->source().begin, context + ": " + e.what());
+    }
+    Json params = read_table(table, *spec, context, fmt::format("/pipeline/{}", i), context, {"stage"},
+                             fmt::format("stage '{}'; ", stage));
+    params["stage"] = stage;
+    pipeline.push_back(std::move(params));
+  }
+  return pipeline;
+}
+
+/// Datasets read from a folder need its path; fashion-mnist falls back to the packaged copy.
+void SpecParser::check_data(const toml::table& table, const Json& data) const {
+  const std::string dataset = data["dataset"].get<std::string>();
+  if ((dataset == "cifar10" || dataset == "imagefolder") && data["path"].get<std::string>().empty()) {
+    fail(table.get("dataset")->source().begin,
+         fmt::format("[data] dataset = \"{}\" needs 'path' = the folder that holds it", dataset));
+  }
+}
+
+/// The experiment name names a folder: letters, digits, '.', '_' and '-' only, and not "." or "..".
+void SpecParser::check_name(const toml::table& table, const std::string& name) const {
+  bool valid = !name.empty() && name != "." && name != "..";
+  for (char c : name) {
+    const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                         c == '_' || c == '-';
+    valid = valid && allowed;
+  }
+  if (!valid) {
+    fail(table.get("name")->source().begin,
+         fmt::format("[experiment] 'name' = \"{}\" is not a valid name: use letters, digits, '.', '_' and '-' "
+                     "(it names the results folder)",
+                     name));
+  }
+}
+
+ExperimentSpec SpecParser::parse(const std::string& text) {
+  toml::table root;
+  try {
+    root = toml::parse(std::string_view(text), std::string_view(source_name_));
+  } catch (const toml::parse_error& e) {
+    fail(e.source().begin, std::string(e.description()));
+  }
+
+  std::map<std::string, Json> sections;
+  for (const std::string& name : section_names()) {
+    sections[name] = Json::object();
+    for (const ParamSpec& p : section_spec(name).params) sections[name][p.name] = p.default_value;
+  }
+  Json pipeline = Json::array();
+  bool have_experiment = false;
+
+  const std::vector<std::string>& names = section_names();
+  for (const auto& [key, node] : entries_in_file_order(root)) {
+    const std::string name(key->str());
+    if (name == "pipeline") {
+      pipeline = read_pipeline(*node);
+      continue;
+    }
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      std::vector<std::string> allowed;
+      for (const std::string& n : names) allowed.push_back("[" + n + "]");
+      allowed.push_back("[[pipeline]]");
+      fail(key->source().begin, fmt::format("unknown top-level key '{}' (allowed: {})", name, join(allowed)));
+    }
+    const toml::table* table = node->as_table();
+    if (table == nullptr) fail(key->source().begin, fmt::format("'{}' must be a table: write it as [{}]", name, name));
+    const std::string context = "[" + name + "]";
+    if (name == "model") {
+      sections[name] = read_model(*table);
+    } else {
+      sections[name] = read_table(*table, section_spec(name), context, "/" + name, name, {});
+    }
+    if (name == "data") check_data(*table, sections[name]);
+    if (name == "experiment") {
+      check_name(*table, sections[name]["name"].get<std::string>());
+      have_experiment = true;
+    }
+  }
+  if (!have_experiment) {
+    fail({1, 1}, "missing [experiment] section: every spec needs [experiment] with a name");
+  }
+
+  ExperimentSpec spec;
+  spec.path = source_name_;
+  spec.text = text;
+  spec.hash = sha256_hex(text);
+  const Json& experiment = sections["experiment"];
+  spec.name = experiment["name"].get<std::string>();
+  spec.seed = experiment["seed"].get<uint64_t>();
+  spec.description = experiment["description"].get<std::string>();
+  spec.strategy = sections["search"]["strategy"].get<std::string>();
+  spec.max_trials = sections["search"]["max_trials"].get<int64_t>();
+  const Json& run = sections["run"];
+  spec.run.threads = run["threads"].get<int64_t>();
+  const std::string results_dir = run["results_dir"].get<std::string>();
+  spec.run.results_dir =
+      results_dir.empty() ? std::filesystem::path("results") / spec.name : std::filesystem::path(results_dir);
+  spec.run.eval_batch_size = run["eval_batch_size"].get<int64_t>();
+  spec.run.max_attempts = run["max_attempts"].get<int64_t>();
+
+  const Json trial = {{"seed", spec.seed},
+                      {"data", sections["data"]},
+                      {"model", sections["model"]},
+                      {"baseline", sections["baseline"]},
+                      {"pipeline", pipeline}};
+  spec.base_trial = Json(trial.get<TrialConfig>());
+
+  std::stable_sort(dimensions_.begin(), dimensions_.end(), [](const FoundDimension& a, const FoundDimension& b) {
+    return comes_before(a.position, b.position);
+  });
+  for (FoundDimension& found : dimensions_) spec.dimensions.push_back(std::move(found.dimension));
+  return spec;
+}
+
+}  // namespace
+
+ExperimentSpec parse_spec_file(const std::filesystem::path& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    throw InputError(fmt::format("cannot read experiment file '{}': it is a directory", path.string()));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw InputError(fmt::format("cannot read experiment file '{}': {}", path.string(), std::strerror(errno)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    throw InputError(fmt::format("cannot read experiment file '{}': {}", path.string(), std::strerror(errno)));
+  }
+  return parse_spec_string(text.str(), path.string());
+}
+
+ExperimentSpec parse_spec_string(const std::string& text, const std::string& source_name) {
+  return SpecParser(source_name).parse(text);
+}
+
+}  // namespace edgesweep

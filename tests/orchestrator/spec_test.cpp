@@ -1,0 +1,433 @@
+// Tests of the experiment spec parser: defaults, sweeps, inline layers, and the file:line:col of every error.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "edgesweep/common/error.h"
+#include "edgesweep/common/hash.h"
+#include "edgesweep/common/params.h"
+#include "edgesweep/orchestrator/spec.h"
+
+namespace edgesweep {
+namespace {
+
+/// The design's example experiment, with the stages that exist: 2 architectures x 2 learning rates x 2 epochs.
+const std::string kExample = R"([experiment]
+name = "fmnist-quickstart"
+seed = 7
+
+[data]
+dataset = "fashion-mnist"
+train_subset = 10000
+
+[model]
+arch = ["small-cnn", "resnet8"]
+
+[baseline]
+epochs = 3
+lr = 0.05
+batch_size = 128
+
+[[pipeline]]
+stage = "finetune"
+lr = [0.01, 0.05]
+epochs = [1, 2]
+)";
+
+/// Lines 1-2 of most test documents; the line under test is then line 3 or 4.
+const std::string kHead = "[experiment]\nname = \"t\"\n";
+
+/// The message of the InputError that parsing `text` throws (as file "x.toml").
+std::string error_of(const std::string& text) {
+  try {
+    parse_spec_string(text, "x.toml");
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an InputError for:\n" << text;
+  return "";
+}
+
+TEST(Spec, ParsesTheDesignExample) {
+  const ExperimentSpec spec = parse_spec_string(kExample, "x.toml");
+  EXPECT_EQ(spec.path, "x.toml");
+  EXPECT_EQ(spec.text, kExample);
+  EXPECT_EQ(spec.hash, sha256_hex(kExample));
+  EXPECT_EQ(spec.hash.size(), 64u);
+  EXPECT_EQ(spec.name, "fmnist-quickstart");
+  EXPECT_EQ(spec.seed, 7u);
+  EXPECT_EQ(spec.description, "");
+  EXPECT_EQ(spec.strategy, "grid");
+  EXPECT_EQ(spec.max_trials, 0);
+
+  const Json& trial = spec.base_trial;
+  EXPECT_EQ(trial["seed"], 7);
+  EXPECT_EQ(trial["data"]["dataset"], "fashion-mnist");
+  EXPECT_EQ(trial["data"]["train_subset"], 10000);
+  EXPECT_EQ(trial["model"]["arch"], "small-cnn");  // first value of the sweep
+  EXPECT_EQ(trial["baseline"]["epochs"], 3);
+  EXPECT_DOUBLE_EQ(trial["baseline"]["lr"].get<double>(), 0.05);
+  EXPECT_EQ(trial["baseline"]["batch_size"], 128);
+  ASSERT_EQ(trial["pipeline"].size(), 1u);
+  EXPECT_EQ(trial["pipeline"][0]["stage"], "finetune");
+  EXPECT_DOUBLE_EQ(trial["pipeline"][0]["lr"].get<double>(), 0.01);
+  EXPECT_EQ(trial["pipeline"][0]["epochs"], 1);
+
+  ASSERT_EQ(spec.dimensions.size(), 3u);
+  EXPECT_EQ(spec.dimensions[0].pointer, "/model/arch");
+  EXPECT_EQ(spec.dimensions[0].label, "model.arch");
+  EXPECT_EQ(spec.dimensions[0].values, (std::vector<Json>{"small-cnn", "resnet8"}));
+  EXPECT_EQ(spec.dimensions[1].pointer, "/pipeline/0/lr");
+  EXPECT_EQ(spec.dimensions[1].label, "pipeline[0].lr");
+  EXPECT_EQ(spec.dimensions[1].values, (std::vector<Json>{0.01, 0.05}));
+  EXPECT_EQ(spec.dimensions[2].pointer, "/pipeline/0/epochs");
+  EXPECT_EQ(spec.dimensions[2].label, "pipeline[0].epochs");
+  EXPECT_EQ(spec.dimensions[2].values, (std::vector<Json>{1, 2}));
+}
+
+TEST(Spec, FillsEveryDefault) {
+  const ExperimentSpec spec = parse_spec_string(kExample, "x.toml");
+  const Json& trial = spec.base_trial;
+  EXPECT_EQ(trial["data"]["path"], "");  // fashion-mnist: the packaged copy
+  EXPECT_DOUBLE_EQ(trial["data"]["val_fraction"].get<double>(), 0.1);
+  EXPECT_EQ(trial["data"]["augment"], false);
+  EXPECT_EQ(trial["data"]["image_size"], 32);
+  EXPECT_DOUBLE_EQ(trial["model"]["width"].get<double>(), 1.0);
+  EXPECT_EQ(trial["model"]["layers"], Json::array());
+  EXPECT_EQ(trial["baseline"]["optimizer"], "sgd");
+  EXPECT_DOUBLE_EQ(trial["baseline"]["momentum"].get<double>(), 0.9);
+  EXPECT_EQ(trial["baseline"]["lr_schedule"], "cosine");
+  EXPECT_DOUBLE_EQ(trial["baseline"]["weight_decay"].get<double>(), 5e-4);
+  const Json& finetune = trial["pipeline"][0];
+  EXPECT_EQ(finetune["optimizer"], "sgd");
+  EXPECT_EQ(finetune["batch_size"], 128);
+  EXPECT_EQ(finetune["step_size"], 1);
+  EXPECT_DOUBLE_EQ(finetune["gamma"].get<double>(), 0.1);
+  EXPECT_EQ(finetune.size(), 11u);  // ten training settings and "stage"
+
+  const SectionSpec& run = section_spec("run");
+  EXPECT_EQ(spec.run.threads, run.find("threads")->default_value);
+  EXPECT_EQ(spec.run.eval_batch_size, run.find("eval_batch_size")->default_value);
+  EXPECT_EQ(spec.run.max_attempts, run.find("max_attempts")->default_value);
+  EXPECT_EQ(spec.run.results_dir, std::filesystem::path("results/fmnist-quickstart"));
+
+  // The base trial is complete: it round-trips through the typed config unchanged.
+  EXPECT_EQ(Json(spec.base_trial.get<TrialConfig>()), spec.base_trial);
+}
+
+TEST(Spec, MinimalSpecHasDefaultSectionsAndNoSweep) {
+  const ExperimentSpec spec = parse_spec_string(kHead, "x.toml");
+  EXPECT_EQ(spec.name, "t");
+  EXPECT_EQ(spec.seed, 0u);
+  EXPECT_TRUE(spec.dimensions.empty());
+  EXPECT_EQ(spec.base_trial["model"]["arch"], "small-cnn");
+  EXPECT_EQ(spec.base_trial["baseline"]["epochs"], 3);
+  EXPECT_EQ(spec.base_trial["pipeline"], Json::array());
+  EXPECT_EQ(spec.run.results_dir, std::filesystem::path("results/t"));
+}
+
+TEST(Spec, ReadsRunAndSearchSettings) {
+  const ExperimentSpec spec = parse_spec_string(kHead + R"(description = "d"
+[run]
+results_dir = "out/runs"
+threads = 4
+max_attempts = 5
+[search]
+strategy = "random"
+max_trials = 12
+)",
+                                                "x.toml");
+  EXPECT_EQ(spec.description, "d");
+  EXPECT_EQ(spec.run.results_dir, std::filesystem::path("out/runs"));  // relative stays relative
+  EXPECT_EQ(spec.run.threads, 4);
+  EXPECT_EQ(spec.run.max_attempts, 5);
+  EXPECT_EQ(spec.strategy, "random");
+  EXPECT_EQ(spec.max_trials, 12);
+}
+
+TEST(Spec, AcceptsIntegersForFloatsAndConvertsThem) {
+  const ExperimentSpec spec = parse_spec_string(kHead + "[baseline]\nlr = 1\nweight_decay = [0, 1]\n", "x.toml");
+  EXPECT_TRUE(spec.base_trial["baseline"]["lr"].is_number_float());
+  EXPECT_DOUBLE_EQ(spec.base_trial["baseline"]["lr"].get<double>(), 1.0);
+  ASSERT_EQ(spec.dimensions.size(), 1u);
+  EXPECT_TRUE(spec.dimensions[0].values[1].is_number_float());
+  EXPECT_EQ(spec.dimensions[0].values, (std::vector<Json>{0.0, 1.0}));
+}
+
+TEST(Spec, DimensionsFollowFileOrderNotKeyOrder) {
+  const ExperimentSpec spec = parse_spec_string(kHead + R"([baseline]
+optimizer = ["sgd", "adam"]
+epochs = [1, 2, 3]
+[model]
+width = [0.5, 1.0]
+)",
+                                                "x.toml");
+  ASSERT_EQ(spec.dimensions.size(), 3u);
+  EXPECT_EQ(spec.dimensions[0].label, "baseline.optimizer");
+  EXPECT_EQ(spec.dimensions[1].label, "baseline.epochs");
+  EXPECT_EQ(spec.dimensions[1].pointer, "/baseline/epochs");
+  EXPECT_EQ(spec.dimensions[2].label, "model.width");
+  EXPECT_EQ(spec.base_trial["baseline"]["optimizer"], "sgd");
+  EXPECT_EQ(spec.base_trial["baseline"]["epochs"], 1);
+}
+
+TEST(Spec, ParsesCustomLayersWithDefaults) {
+  const ExperimentSpec spec = parse_spec_string(kHead + R"([model]
+arch = "custom"
+[[model.layers]]
+op = "conv"
+out = 16
+[[model.layers]]
+op = "relu"
+[[model.layers]]
+op = "linear"
+name = "head"
+inputs = ["relu1"]
+out = 10
+)",
+                                                "x.toml");
+  const Json& layers = spec.base_trial["model"]["layers"];
+  ASSERT_EQ(layers.size(), 3u);
+  EXPECT_EQ(layers[0]["op"], "conv");
+  EXPECT_EQ(layers[0]["out"], 16);
+  EXPECT_EQ(layers[0]["name"], "");  // named by the model builder
+  EXPECT_EQ(layers[0]["inputs"], Json::array());
+  EXPECT_EQ(layers[0]["groups"], 1);
+  EXPECT_EQ(layers[0]["bias"], true);
+  // Every setting not written holds the schema's default.
+  EXPECT_EQ(layers[0].size(), layer_spec().params.size());
+  for (const ParamSpec& param : layer_spec().params) {
+    SCOPED_TRACE(param.name);
+    if (param.name == "op" || param.name == "out") continue;
+    EXPECT_EQ(layers[0].at(param.name), param.default_value);
+  }
+  EXPECT_EQ(layers[1]["op"], "relu");
+  EXPECT_EQ(layers[1]["out"], 0);
+  EXPECT_EQ(layers[2]["name"], "head");
+  EXPECT_EQ(layers[2]["inputs"], Json::array({"relu1"}));
+  EXPECT_EQ(layers[2]["out"], 10);
+  EXPECT_EQ(spec.base_trial["model"]["arch"], "custom");
+  EXPECT_TRUE(spec.dimensions.empty());
+}
+
+TEST(Spec, SweptArchitectureWithCustomUsesTheLayers) {
+  const ExperimentSpec spec = parse_spec_string(kHead + R"([model]
+arch = ["resnet8", "custom"]
+[[model.layers]]
+op = "flatten"
+[[model.layers]]
+op = "linear"
+out = 10
+)",
+                                                "x.toml");
+  ASSERT_EQ(spec.dimensions.size(), 1u);
+  EXPECT_EQ(spec.dimensions[0].values, (std::vector<Json>{"resnet8", "custom"}));
+  EXPECT_EQ(spec.base_trial["model"]["layers"].size(), 2u);
+}
+
+TEST(Spec, FolderDatasetsKeepTheirPath) {
+  const ExperimentSpec spec =
+      parse_spec_string(kHead + "[data]\ndataset = \"cifar10\"\npath = \"/data/cifar\"\n", "x.toml");
+  EXPECT_EQ(spec.base_trial["data"]["dataset"], "cifar10");
+  EXPECT_EQ(spec.base_trial["data"]["path"], "/data/cifar");
+}
+
+TEST(Spec, ReadsFilesAndNamesThemInErrors) {
+  const std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / "edgesweep_spec_test";
+  std::filesystem::create_directories(dir);
+  const std::filesystem::path good = dir / "good.toml";
+  std::ofstream(good) << kExample;
+  const ExperimentSpec spec = parse_spec_file(good);
+  EXPECT_EQ(spec.path, good);
+  EXPECT_EQ(spec.text, kExample);
+  EXPECT_EQ(spec.hash, sha256_hex(kExample));
+
+  const std::filesystem::path bad = dir / "bad.toml";
+  std::ofstream(bad) << kHead << "[data]\nfoo = 1\n";
+  try {
+    parse_spec_file(bad);
+    ADD_FAILURE() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(bad.string() + ":4:1: unknown key 'foo' in [data]", 0), 0u) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Spec, UnreadableFileIsAnInputError) {
+  try {
+    parse_spec_file("/nonexistent/edgesweep/x.toml");
+    ADD_FAILURE() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "cannot read experiment file '/nonexistent/edgesweep/x.toml': No such file or directory");
+  }
+  const std::string dir = testing::TempDir();
+  try {
+    parse_spec_file(dir);
+    ADD_FAILURE() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()), "cannot read experiment file '" + dir + "': it is a directory");
+  }
+}
+
+TEST(SpecErrors, UnknownKeyInSection) {
+  EXPECT_EQ(error_of(kHead + "[data]\n  foo = 1\n"),
+            "x.toml:4:3: unknown key 'foo' in [data] (known keys: dataset, path, train_subset, test_subset, "
+            "val_fraction, augment, image_size, channels, test_fraction)");
+}
+
+TEST(SpecErrors, UnknownKeyInExperimentThroughADottedKey) {
+  EXPECT_EQ(error_of(kHead + "model.arch = \"vgg\"\n").rfind("x.toml:3:1: unknown key 'model' in [experiment]", 0),
+            0u);
+}
+
+TEST(SpecErrors, UnknownKeyInStage) {
+  EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"finetune\"\nsparsity = 0.5\n"),
+            "x.toml:5:1: unknown key 'sparsity' in pipeline[0] (stage 'finetune'; known keys: stage, epochs, lr, "
+            "optimizer, momentum, nesterov, weight_decay, batch_size, lr_schedule, step_size, gamma)");
+}
+
+TEST(SpecErrors, UnknownKeyInLayer) {
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"custom\"\n[[model.layers]]\nop = \"conv\"\nchannels = 8\n")
+                .rfind("x.toml:7:1: unknown key 'channels' in model.layers[0] (known keys: op, name, inputs,", 0),
+            0u);
+}
+
+TEST(SpecErrors, WrongType) {
+  EXPECT_EQ(error_of(kHead + "[baseline]\nepochs = \"three\"\n"),
+            "x.toml:4:10: [baseline] 'epochs' must be an integer, got \"three\"");
+  EXPECT_EQ(error_of(kHead + "[baseline]\nepochs = 2.0\n"),
+            "x.toml:4:10: [baseline] 'epochs' must be an integer, got 2.0");
+  EXPECT_EQ(error_of(kHead + "[data]\naugment = 1\n"), "x.toml:4:11: [data] 'augment' must be true or false, got 1");
+  EXPECT_EQ(error_of(kHead + "[baseline]\nlr = 1979-05-27\n"),
+            "x.toml:4:6: [baseline] 'lr' must be a finite number, got a date");
+  EXPECT_EQ(error_of(kHead + "[baseline]\nlr = nan\n"), "x.toml:4:6: [baseline] 'lr' must be a finite number, got nan");
+  EXPECT_EQ(error_of(kHead + "[baseline]\nlr = { value = 1 }\n"),
+            "x.toml:4:6: [baseline] 'lr' must be a finite number, got a table");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"custom\"\n[[model.layers]]\nop = \"add\"\ninputs = [\"a\", 3]\n"),
+            "x.toml:7:16: model.layers[0] 'inputs' must be an array of strings, got 3");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"custom\"\n[[model.layers]]\nop = \"add\"\ninputs = \"a\"\n"),
+            "x.toml:7:10: model.layers[0] 'inputs' must be an array of strings, got \"a\"");
+}
+
+TEST(SpecErrors, SectionsMustBeTables) {
+  EXPECT_EQ(error_of("baseline = 5\n" + kHead), "x.toml:1:1: 'baseline' must be a table: write it as [baseline]");
+  EXPECT_EQ(error_of(kHead + "[pipeline]\nstage = \"train\"\n"),
+            "x.toml:3:1: 'pipeline' must be an array of tables: write each stage as [[pipeline]]");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"custom\"\n[model.layers]\nop = \"relu\"\n"),
+            "x.toml:5:1: [model] 'layers' must be an array of tables: write each layer as [[model.layers]]");
+}
+
+TEST(SpecErrors, OutOfRange) {
+  EXPECT_EQ(error_of(kHead + "[baseline]\nlr = -1.0\n"),
+            "x.toml:4:6: [baseline] 'lr' = -1.0 is out of range: must be > 0");
+  EXPECT_EQ(error_of(kHead + "[data]\nval_fraction = 0.9\n"),
+            "x.toml:4:16: [data] 'val_fraction' = 0.9 is out of range: must be <= 0.5");
+  EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"train\"\nbatch_size = 0\n"),
+            "x.toml:5:14: pipeline[0] 'batch_size' = 0 is out of range: must be >= 1");
+}
+
+TEST(SpecErrors, UnknownChoice) {
+  EXPECT_EQ(error_of(kHead + "[baseline]\noptimizer = \"adamw\"\n"),
+            "x.toml:4:13: [baseline] 'optimizer' is \"adamw\", expected one of: sgd, adam");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = [\"resnet8\", \"resnet50\"]\n"),
+            "x.toml:4:20: [model] 'arch' is \"resnet50\", expected one of: small-cnn, vgg, resnet8, resnet20, "
+            "mobilenetv2, custom");
+}
+
+TEST(SpecErrors, Stages) {
+  EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"prune\"\n"),
+            "x.toml:4:9: pipeline[0]: unknown stage 'prune' (known stages: finetune, train)");
+  EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"train\"\n[[pipeline]]\nlr = 0.1\n"),
+            "x.toml:5:1: pipeline[1] is missing required key 'stage' (known stages: finetune, train)");
+  EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = [\"train\", \"finetune\"]\n"),
+            "x.toml:4:9: pipeline[0] 'stage' cannot be swept: write one [[pipeline]] table per stage");
+  EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = 3\n"), "x.toml:4:9: pipeline[0] 'stage' must be a string, got 3");
+}
+
+TEST(SpecErrors, UnknownTopLevelKey) {
+  const std::string allowed =
+      "(allowed: [experiment], [data], [model], [baseline], [search], [run], [[pipeline]])";
+  EXPECT_EQ(error_of(kHead + "[[devices]]\nname = \"cpu\"\n"),
+            "x.toml:3:3: unknown top-level key 'devices' " + allowed);
+  EXPECT_EQ(error_of(kHead + "[objectives]\n"), "x.toml:3:2: unknown top-level key 'objectives' " + allowed);
+  EXPECT_EQ(error_of("seed = 3\n" + kHead), "x.toml:1:1: unknown top-level key 'seed' " + allowed);
+}
+
+TEST(SpecErrors, Experiment) {
+  EXPECT_EQ(error_of("[data]\n"),
+            "x.toml:1:1: missing [experiment] section: every spec needs [experiment] with a name");
+  EXPECT_EQ(error_of("\n[experiment]\nseed = 1\n"), "x.toml:2:1: [experiment] is missing required key 'name'");
+  EXPECT_EQ(error_of("[experiment]\nname = \"my run\"\n"),
+            "x.toml:2:8: [experiment] 'name' = \"my run\" is not a valid name: use letters, digits, '.', '_' and "
+            "'-' (it names the results folder)");
+  EXPECT_EQ(error_of("[experiment]\nname = \"a/b\"\n").rfind("x.toml:2:8: [experiment] 'name' = \"a/b\" is not", 0),
+            0u);
+  EXPECT_EQ(error_of("[experiment]\nname = \"..\"\n").rfind("x.toml:2:8: [experiment] 'name' = \"..\" is not", 0),
+            0u);
+  EXPECT_EQ(error_of("[experiment]\nname = \"\"\n").rfind("x.toml:2:8: [experiment] 'name' = \"\" is not", 0), 0u);
+  EXPECT_EQ(error_of("[experiment]\nname = \"t\"\nseed = -1\n"),
+            "x.toml:3:8: [experiment] 'seed' = -1 is out of range: must be >= 0");
+}
+
+TEST(SpecErrors, Sweeps) {
+  EXPECT_EQ(error_of(kHead + "[baseline]\nlr = []\n"),
+            "x.toml:4:6: [baseline] 'lr' = [] is an empty sweep: give at least one value");
+  EXPECT_EQ(error_of(kHead + "[baseline]\nlr = [0.1, 0.2, 0.1]\n"),
+            "x.toml:4:17: [baseline] 'lr' sweeps 0.1 twice (first at 4:7)");
+  EXPECT_EQ(error_of(kHead + "[baseline]\nlr = [1, 1.0]\n"),
+            "x.toml:4:10: [baseline] 'lr' sweeps 1.0 twice (first at 4:7)");
+  EXPECT_EQ(error_of(kHead + "[baseline]\nlr = [0.1, -1]\n"),
+            "x.toml:4:12: [baseline] 'lr' = -1.0 is out of range: must be > 0");
+  EXPECT_EQ(error_of(kHead + "[baseline]\nlr = [[0.1], 0.2]\n"),
+            "x.toml:4:7: [baseline] 'lr' must be a finite number, got an array");
+  EXPECT_EQ(error_of(kHead + "[data]\ndataset = [\"cifar10\"]\n"),
+            "x.toml:4:11: [data] 'dataset' cannot be swept: give a string, not an array");
+  EXPECT_EQ(error_of(kHead + "[search]\nmax_trials = [1, 2]\n"),
+            "x.toml:4:14: [search] 'max_trials' cannot be swept: give an integer, not an array");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"custom\"\n[[model.layers]]\nop = \"conv\"\nkernel = [3, 5]\n"),
+            "x.toml:7:10: model.layers[0] 'kernel' cannot be swept: give an integer, not an array");
+}
+
+TEST(SpecErrors, ModelLayers) {
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"custom\"\n"),
+            "x.toml:4:8: [model] arch = \"custom\" needs its layers: add one [[model.layers]] table per layer");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = [\"resnet8\", \"custom\"]\n"),
+            "x.toml:4:20: [model] arch = \"custom\" needs its layers: add one [[model.layers]] table per layer");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"resnet8\"\n[[model.layers]]\nop = \"relu\"\n"),
+            "x.toml:5:1: [model] layers are given but arch = \"resnet8\": set arch = \"custom\" to build them, or "
+            "remove the [[model.layers]] tables");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"custom\"\n[[model.layers]]\nout = 8\n"),
+            "x.toml:5:1: model.layers[0] is missing required key 'op'");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"custom\"\n[[model.layers]]\nop = \"conv3d\"\n")
+                .rfind("x.toml:6:6: model.layers[0] 'op' is \"conv3d\", expected one of: conv,", 0),
+            0u);
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"custom\"\n[[model.layers]]\nop = \"relu\"\nname = \"a\"\n"
+                             "[[model.layers]]\nop = \"relu\"\nname = \"a\"\n"),
+            "x.toml:10:8: model.layers[1] 'name' = \"a\" is already used by model.layers[0] at 7:8");
+}
+
+TEST(SpecErrors, FolderDatasetsNeedAPath) {
+  EXPECT_EQ(error_of(kHead + "[data]\ndataset = \"cifar10\"\n"),
+            "x.toml:4:11: [data] dataset = \"cifar10\" needs 'path' = the folder that holds it");
+  EXPECT_EQ(error_of(kHead + "[data]\npath = \"\"\ndataset = \"imagefolder\"\n"),
+            "x.toml:5:11: [data] dataset = \"imagefolder\" needs 'path' = the folder that holds it");
+}
+
+TEST(SpecErrors, TomlSyntax) {
+  EXPECT_EQ(error_of(kHead + "seed = 7 8\n"),
+            "x.toml:3:10: Error while parsing key-value pair: expected a comment or whitespace, saw '8'");
+  EXPECT_EQ(error_of(kHead + "[experiment]\n"),
+            "x.toml:3:1: Error while parsing table header: cannot redefine existing table 'experiment'");
+}
+
+TEST(SpecErrors, UsesTheSourceName) {
+  try {
+    parse_spec_string("[experiment]\nname = 3\n", "<string>");
+    ADD_FAILURE() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "<string>:2:8: [experiment] 'name' must be a string, got 3");
+  }
+}
+
+}  // namespace
+}  // namespace edgesweep

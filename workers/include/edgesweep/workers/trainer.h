@@ -1,0 +1,39 @@
+// The training loop (SGD with momentum/Nesterov or Adam, weight decay, constant/step/cosine learning rate)
+// and top-1 evaluation.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "edgesweep/common/trial_config.h"
+#include "edgesweep/workers/dataset.h"
+#include "edgesweep/workers/graph_module.h"
+
+namespace edgesweep {
+
+/// What one epoch produced.
+struct EpochRecord {
+  int64_t epoch = 0;  ///< 1-based
+  double train_loss = 0;
+  double train_accuracy = 0;  ///< percent, on the training batches as seen (augmented, in training mode)
+  double val_accuracy = -1;   ///< percent; -1 when there is no validation split
+  double lr = 0;              ///< learning rate at the epoch's start
+  double seconds = 0;
+  double images_per_second = 0;
+};
+
+/// Learning rate at `step` of `total_steps` (steps are batches; `steps_per_epoch` for the step schedule).
+double learning_rate_at(const TrainConfig& config, int64_t step, int64_t steps_per_epoch, int64_t total_steps);
+
+/// Trains `model` in place on `data.train`, validating on `data.val` after each epoch; `on_epoch` sees each record.
+/// Deterministic in `seed` (shuffling, augmentation, dropout). Throws Error when the loss becomes NaN or infinite.
+std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data, const TrainConfig& config,
+                                     bool augment, uint64_t seed,
+                                     const std::function<void(const EpochRecord&)>& on_epoch = {});
+
+/// Top-1 accuracy in percent of `model` (in eval mode) on `dataset`.
+double evaluate_accuracy(GraphModule& model, const Dataset& dataset, const std::vector<double>& mean,
+                         const std::vector<double>& std, int64_t batch_size);
+
+}  // namespace edgesweep

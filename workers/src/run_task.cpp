@@ -1,0 +1,212 @@
+// Running baselines and trials: data (cached per process), model, pipeline stages, evaluation, export.
+#include "edgesweep/workers/run_task.h"
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "edgesweep/common/error.h"
+#include "edgesweep/common/hash.h"
+#include "edgesweep/workers/stages.h"
+#include "edgesweep/workers/torchscript.h"
+#include "edgesweep/workers/trainer.h"
+#include "edgesweep/workers/zoo.h"
+
+namespace edgesweep {
+namespace fs = std::filesystem;
+namespace {
+
+/// The last dataset loaded in this process, reused while trials ask for the same one.
+std::shared_ptr<const DataSplits> load_data_cached(const DataConfig& config, uint64_t seed) {
+  static std::string cached_key;
+  static std::shared_ptr<const DataSplits> cached;
+  const std::string key = json_hash(Json{{"data", config}, {"seed", seed}});
+  if (!cached || cached_key != key) {
+    cached.reset();  // free the old copy before loading the new one
+    cached = std::make_shared<const DataSplits>(load_data(config, seed));
+    cached_key = key;
+  }
+  return cached;
+}
+
+Json model_metadata(const GraphModule& model, const DataSplits& data, const Task& task, double test_accuracy) {
+  const Shape& in = data.input_shape;
+  return Json{{"format_version", 1},
+              {"kind", task.kind},
+              {"input_shape", {in.channels, in.height, in.width}},
+              {"input_range", "pixels scaled to [0, 1], then (x - mean) / std per channel"},
+              {"mean", data.mean},
+              {"std", data.std},
+              {"class_names", data.class_names},
+              {"num_classes", data.class_names.size()},
+              {"dataset_id", data.id},
+              {"params", count_params(model->graph())},
+              {"macs", count_macs(model->graph())},
+              {"test_accuracy", test_accuracy},
+              {"baseline_hash", baseline_hash(task.config)},
+              {"quantized_engine", "none"},
+              {"precision", "fp32"}};
+}
+
+/// Saves `model` under results_dir/artifacts/<sha256>.pt and describes it.
+ArtifactRecord write_artifact(const GraphModule& model, const Json& metadata, const Task& task,
+                              const std::string& kind) {
+  const fs::path dir = fs::path(task.results_dir) / "artifacts";
+  fs::create_directories(dir);
+  const fs::path staging = dir / fmt::format("staging-{}-{}.pt", task.kind, task.trial_id);
+  save_torchscript(model, metadata, staging);
+  ArtifactRecord record;
+  record.kind = kind;
+  record.sha256 = sha256_file(staging);
+  record.path = (fs::path("artifacts") / (record.sha256 + ".pt")).string();
+  fs::rename(staging, fs::path(task.results_dir) / record.path);
+  record.bytes = static_cast<int64_t>(fs::file_size(fs::path(task.results_dir) / record.path));
+  record.params = count_params(model->graph());
+  record.macs = count_macs(model->graph());
+  record.metadata = metadata;
+  return record;
+}
+
+fs::path cache_file(const Task& task, const std::string& extension) {
+  return fs::path(task.cache_dir) / (baseline_hash(task.config) + extension);
+}
+
+/// A baseline from the cache: the archive and its sidecar (metrics, sha256), when both are there and agree.
+bool take_cached_baseline(const Task& task, TaskResult& result) {
+  if (task.cache_dir.empty()) return false;
+  const fs::path model_path = cache_file(task, ".pt");
+  const fs::path sidecar_path = cache_file(task, ".json");
+  if (!fs::exists(model_path) || !fs::exists(sidecar_path)) return false;
+  try {
+    std::ifstream in(sidecar_path);
+    const Json sidecar = Json::parse(in);
+    const std::string sha = sha256_file(model_path);
+    if (sidecar.at("sha256").get<std::string>() != sha) {
+      spdlog::warn("cached baseline '{}' does not match its recorded sha256; training it again", model_path.string());
+      return false;
+    }
+    const fs::path target = fs::path(task.results_dir) / "artifacts" / (sha + ".pt");
+    fs::create_directories(target.parent_path());
+    if (!fs::exists(target) || sha256_file(target) != sha) {
+      fs::copy_file(model_path, target, fs::copy_options::overwrite_existing);
+    }
+    ArtifactRecord record = sidecar.at("artifact").get<ArtifactRecord>();
+    record.path = (fs::path("artifacts") / (sha + ".pt")).string();
+    result.artifacts.push_back(record);
+    result.metrics = sidecar.at("metrics").get<std::vector<Metric>>();
+    result.cached = true;
+    return true;
+  } catch (const std::exception& e) {
+    spdlog::warn("cached baseline '{}' is unreadable ({}); training it again", model_path.string(), e.what());
+    return false;
+  }
+}
+
+void store_in_cache(const Task& task, const TaskResult& result) {
+  if (task.cache_dir.empty()) return;
+  try {
+    fs::create_directories(task.cache_dir);
+    const ArtifactRecord& artifact = result.artifacts.front();
+    const fs::path partial = cache_file(task, ".pt.partial");
+    fs::copy_file(fs::path(task.results_dir) / artifact.path, partial, fs::copy_options::overwrite_existing);
+    fs::rename(partial, cache_file(task, ".pt"));
+    std::ofstream out(cache_file(task, ".json"));
+    out << Json{{"sha256", artifact.sha256}, {"artifact", artifact}, {"metrics", result.metrics},
+                {"config", task.config}}
+               .dump(2);
+  } catch (const std::exception& e) {
+    spdlog::warn("cannot write the baseline cache in '{}': {}", task.cache_dir, e.what());
+  }
+}
+
+void run_baseline(const Task& task, TaskResult& result) {
+  if (take_cached_baseline(task, result)) return;
+  const auto data = load_data_cached(task.config.data, task.config.seed);
+  torch::manual_seed(task.config.seed);
+  GraphModule model(build_model(task.config.model, data->input_shape,
+                                static_cast<int64_t>(data->class_names.size())));
+  std::vector<Metric> metrics;
+  StageContext context{*data, task.config, GraphModule(nullptr), -1, 0, &metrics};
+  StageConfig stage{"train", Json(task.config.baseline)};
+  stage.params["reinitialize"] = false;
+  model = find_stage("train")(model, stage, context);
+  const double accuracy = evaluate_accuracy(model, data->test, data->mean, data->std, task.eval_batch_size);
+  metrics.push_back({-1, "test_accuracy", accuracy});
+  metrics.push_back({-1, "params", static_cast<double>(count_params(model->graph()))});
+  metrics.push_back({-1, "macs", static_cast<double>(count_macs(model->graph()))});
+  const ArtifactRecord artifact = write_artifact(model, model_metadata(model, *data, task, accuracy), task, "baseline");
+  metrics.push_back({-1, "model_bytes", static_cast<double>(artifact.bytes)});
+  result.metrics = std::move(metrics);
+  result.artifacts.push_back(artifact);
+  store_in_cache(task, result);
+}
+
+void run_trial(const Task& task, TaskResult& result) {
+  const auto data = load_data_cached(task.config.data, task.config.seed);
+  const fs::path baseline_path = fs::path(task.results_dir) / task.baseline_path;
+  const std::string sha = sha256_file(baseline_path);
+  check(sha == task.baseline_sha256, "baseline '{}' has sha256 {}, the store recorded {}", baseline_path.string(), sha,
+        task.baseline_sha256);
+  LoadedModel baseline = load_graph_module(baseline_path);
+  const double baseline_accuracy = baseline.metadata.value("test_accuracy", -1.0);
+  // Trials start from a copy of the baseline, which stays untouched as the teacher.
+  LoadedModel start = load_graph_module(baseline_path);
+  GraphModule model = start.model;
+  std::vector<Metric> metrics;
+  StageContext context{*data, task.config, baseline.model, 0, 0, &metrics};
+  for (size_t i = 0; i < task.config.pipeline.size(); ++i) {
+    const StageConfig& stage = task.config.pipeline[i];
+    context.stage_index = static_cast<int>(i);
+    try {
+      model = find_stage(stage.stage)(model, stage, context);
+    } catch (...) {
+      rethrow_with_context(fmt::format("stage {} ({})", i, stage.stage));
+    }
+  }
+  const double accuracy = evaluate_accuracy(model, data->test, data->mean, data->std, task.eval_batch_size);
+  const ArtifactRecord artifact = write_artifact(model, model_metadata(model, *data, task, accuracy), task, "model");
+  metrics.push_back({-1, "test_accuracy", accuracy});
+  metrics.push_back({-1, "baseline_test_accuracy", baseline_accuracy});
+  metrics.push_back({-1, "accuracy_drop", baseline_accuracy - accuracy});
+  metrics.push_back({-1, "params", static_cast<double>(artifact.params)});
+  metrics.push_back({-1, "macs", static_cast<double>(artifact.macs)});
+  metrics.push_back({-1, "model_bytes", static_cast<double>(artifact.bytes)});
+  result.metrics = std::move(metrics);
+  result.artifacts.push_back(artifact);
+}
+
+}  // namespace
+
+TaskResult run_task(const Task& task) {
+  const auto start = std::chrono::steady_clock::now();
+  TaskResult result;
+  result.trial_id = task.trial_id;
+  try {
+    torch::set_num_threads(static_cast<int>(std::max<int64_t>(1, task.threads)));
+    if (task.kind == "baseline") {
+      run_baseline(task, result);
+    } else if (task.kind == "trial") {
+      run_trial(task, result);
+    } else {
+      throw Error(fmt::format("unknown task kind '{}'", task.kind));
+    }
+    result.ok = true;
+  } catch (const c10::Error& e) {
+    result.ok = false;
+    result.error = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    result.ok = false;
+    result.error = e.what();
+  }
+  if (!result.ok) {
+    result.metrics.clear();
+    result.artifacts.clear();
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace edgesweep

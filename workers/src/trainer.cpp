@@ -1,0 +1,106 @@
+// Training loop and evaluation.
+#include "edgesweep/workers/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <memory>
+
+#include <torch/torch.h>
+
+#include "edgesweep/common/error.h"
+
+namespace edgesweep {
+
+double learning_rate_at(const TrainConfig& config, int64_t step, int64_t steps_per_epoch, int64_t total_steps) {
+  if (config.lr_schedule == "step") {
+    const int64_t epoch = steps_per_epoch > 0 ? step / steps_per_epoch : 0;
+    return config.lr * std::pow(config.gamma, static_cast<double>(epoch / config.step_size));
+  }
+  if (config.lr_schedule == "cosine") {
+    if (total_steps <= 0) return config.lr;
+    const double progress = static_cast<double>(step) / static_cast<double>(total_steps);
+    return 0.5 * config.lr * (1.0 + std::cos(M_PI * progress));
+  }
+  return config.lr;
+}
+
+std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data, const TrainConfig& config,
+                                     bool augment, uint64_t seed,
+                                     const std::function<void(const EpochRecord&)>& on_epoch) {
+  check_input(!(config.nesterov && config.optimizer == "sgd" && config.momentum <= 0),
+              "nesterov = true needs momentum > 0");
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (config.optimizer == "adam") {
+    optimizer = std::make_unique<torch::optim::Adam>(
+        model->parameters(), torch::optim::AdamOptions(config.lr).weight_decay(config.weight_decay));
+  } else {
+    optimizer = std::make_unique<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(config.lr)
+                                                                             .momentum(config.momentum)
+                                                                             .nesterov(config.nesterov)
+                                                                             .weight_decay(config.weight_decay));
+  }
+  torch::Generator generator = at::detail::createCPUGenerator(seed);
+  torch::manual_seed(seed);  // dropout draws from the global generator
+  const int64_t steps_per_epoch = (data.train.size() + config.batch_size - 1) / config.batch_size;
+  const int64_t total_steps = steps_per_epoch * config.epochs;
+  const int64_t padding = data.input_shape.height <= 28 ? 2 : 4;
+  std::vector<EpochRecord> records;
+  int64_t step = 0;
+  for (int64_t epoch = 1; epoch <= config.epochs; ++epoch) {
+    const auto start = std::chrono::steady_clock::now();
+    model->train();
+    EpochRecord record;
+    record.epoch = epoch;
+    record.lr = learning_rate_at(config, step, steps_per_epoch, total_steps);
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+    for (const auto& batch : make_batches(data.train.size(), config.batch_size, true, &generator)) {
+      const double lr = learning_rate_at(config, step, steps_per_epoch, total_steps);
+      for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+      auto images = data.train.images.index_select(0, batch);
+      if (augment) images = augment_images(images, padding, generator);
+      const auto inputs = normalize_images(images, data.mean, data.std);
+      const auto labels = data.train.labels.index_select(0, batch);
+      optimizer->zero_grad();
+      const auto logits = model->forward(inputs);
+      const auto loss = torch::nn::functional::cross_entropy(logits, labels);
+      const double loss_value = loss.item<double>();
+      check(std::isfinite(loss_value), "loss became {} at epoch {}, batch {} (learning rate {}); training diverged",
+            loss_value, epoch, step - (epoch - 1) * steps_per_epoch + 1, lr);
+      loss.backward();
+      optimizer->step();
+      loss_sum += loss_value * static_cast<double>(batch.size(0));
+      correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+      seen += batch.size(0);
+      ++step;
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    record.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(seen, 1));
+    record.train_accuracy = 100.0 * static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(seen, 1));
+    record.seconds = seconds;
+    record.images_per_second = static_cast<double>(seen) / std::max(seconds, 1e-9);
+    if (data.val.size() > 0) record.val_accuracy = evaluate_accuracy(model, data.val, data.mean, data.std, 256);
+    records.push_back(record);
+    if (on_epoch) on_epoch(record);
+  }
+  model->eval();
+  return records;
+}
+
+double evaluate_accuracy(GraphModule& model, const Dataset& dataset, const std::vector<double>& mean,
+                         const std::vector<double>& std, int64_t batch_size) {
+  check(dataset.size() > 0, "cannot evaluate on an empty dataset");
+  const bool was_training = model->is_training();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  int64_t correct = 0;
+  for (const auto& batch : make_batches(dataset.size(), batch_size, false, nullptr)) {
+    const auto inputs = normalize_images(dataset.images.index_select(0, batch), mean, std);
+    const auto logits = model->forward(inputs);
+    correct += logits.argmax(1).eq(dataset.labels.index_select(0, batch)).sum().item<int64_t>();
+  }
+  if (was_training) model->train();
+  return 100.0 * static_cast<double>(correct) / static_cast<double>(dataset.size());
+}
+
+}  // namespace edgesweep
