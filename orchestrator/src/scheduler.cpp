@@ -88,8 +88,8 @@ class Scheduler {
     start_ = Clock::now();
   }
 
-  /// The next task that can run, marked running on `worker`; nullopt when nothing can start now.
-  std::optional<Task> next_task(int worker, int64_t busy_workers) {
+  /// The next task that can run, marked running on `worker` (one of `workers`); nullopt when nothing can start now.
+  std::optional<Task> next_task(int worker, int64_t workers) {
     for (auto& [id, row] : rows_) {
       if (row.status != TrialStatus::Pending) continue;
       Task task;
@@ -98,8 +98,10 @@ class Scheduler {
       task.results_dir = spec_.run.results_dir.string();
       task.cache_dir = (spec_.run.results_dir.parent_path() / "cache").string();
       task.eval_batch_size = spec_.run.eval_batch_size;
+      // Cores are shared by the tasks that will run side by side: the running ones and those about to start.
       const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
-      task.threads = spec_.run.threads > 0 ? spec_.run.threads : std::max<int64_t>(1, cores / (busy_workers + 1));
+      const int64_t side_by_side = std::max<int64_t>(1, std::min(workers, count(TrialStatus::Running) + runnable()));
+      task.threads = spec_.run.threads > 0 ? spec_.run.threads : std::max<int64_t>(1, cores / side_by_side);
       if (row.kind == "baseline") {
         from_json(row.config, task.config);
       } else {
@@ -180,6 +182,16 @@ class Scheduler {
     return baseline_ids_.at(baseline_hash(config));
   }
 
+  /// Pending tasks whose baseline (if any) is done: what could start now.
+  int64_t runnable() const {
+    int64_t n = 0;
+    for (const auto& [id, row] : rows_) {
+      if (row.status != TrialStatus::Pending) continue;
+      if (row.kind == "baseline" || rows_.at(baseline_of(id)).status == TrialStatus::Done) ++n;
+    }
+    return n;
+  }
+
   int64_t count(TrialStatus status) const {
     int64_t n = 0;
     for (const auto& [id, row] : rows_) n += row.status == status ? 1 : 0;
@@ -195,17 +207,25 @@ class Scheduler {
     }
   }
 
-  /// A done task whose artifact is missing or changed is run again, never trusted.
+  /// A done task whose artifact is missing or changed is run again, never trusted. Only the newest artifact of each
+  /// kind is in use (a rerun adds rows; the rows of earlier attempts stay as history and are not checked).
   void verify_done_artifacts() {
     for (auto& [id, row] : rows_) {
       if (row.status != TrialStatus::Done) continue;
-      for (const ArtifactRow& a : store_.artifacts(id)) {
+      std::map<std::string, ArtifactRow> newest;  // kind -> newest artifact (rows come in id order)
+      for (const ArtifactRow& a : store_.artifacts(id)) newest[a.kind] = a;
+      for (const auto& [kind, a] : newest) {
         const fs::path file = spec_.run.results_dir / a.path;
         const bool intact = fs::exists(file) && sha256_file(file) == a.sha256;
         if (!intact) {
-          spdlog::warn("{} {}: artifact '{}' is missing or no longer matches its sha256; running it again", row.kind,
-                       id, file.string());
-          store_.mark_pending(id);
+          const std::string reason = fmt::format("artifact '{}' is missing or no longer matches its sha256 {}",
+                                                 file.string(), a.sha256);
+          spdlog::warn("{} {}: {}; running it again", row.kind, id, reason);
+          // The store only re-queues running or failed trials: a done trial with a lost artifact is failed first.
+          store_.transaction([&] {
+            store_.mark_failed(id, reason);
+            store_.mark_pending(id);
+          });
           row.status = TrialStatus::Pending;
           break;
         }
@@ -245,7 +265,7 @@ class Scheduler {
 };
 
 void run_inline(Scheduler& scheduler) {
-  while (auto task = scheduler.next_task(0, 0)) scheduler.record(run_task(*task));
+  while (auto task = scheduler.next_task(0, 1)) scheduler.record(run_task(*task));
 }
 
 void run_over_mpi(Scheduler& scheduler, MpiSession& session) {
@@ -253,7 +273,7 @@ void run_over_mpi(Scheduler& scheduler, MpiSession& session) {
   std::map<int, int64_t> running;           // worker -> task
   int active = session.size() - 1;          // workers not yet released
   const auto dispatch = [&](int worker) {
-    if (auto task = scheduler.next_task(worker, static_cast<int64_t>(running.size()))) {
+    if (auto task = scheduler.next_task(worker, session.size() - 1)) {
       session.send(worker, Tag::Task, Json(*task).dump());
       running[worker] = task->trial_id;
       idle.erase(worker);

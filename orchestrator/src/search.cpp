@@ -12,6 +12,9 @@
 namespace edgesweep {
 namespace {
 
+/// The most trials one experiment may expand to: each is a row and a training run.
+constexpr uint64_t kMaxTrials = 1000000;
+
 /// A uniform integer in [0, bound) from the raw 64-bit output of the engine (the same on every standard library,
 /// unlike std::uniform_int_distribution).
 uint64_t draw_below(std::mt19937_64& engine, uint64_t bound) {
@@ -77,6 +80,11 @@ std::vector<TrialConfig> expand_trials(const ExperimentSpec& spec) {
   const uint64_t max_trials = spec.max_trials > 0 ? static_cast<uint64_t>(spec.max_trials) : 0;
 
   std::vector<uint64_t> indices;
+  const uint64_t count = max_trials == 0 || max_trials >= total ? total : max_trials;
+  check_input(count <= kMaxTrials,
+              "{}: the sweep would make {} trials, more than edgesweep schedules in one experiment ({}); hint: set "
+              "[search] strategy = \"random\" with max_trials, or sweep fewer values",
+              spec.path.string(), total, kMaxTrials);
   if (spec.strategy == "grid") {
     check_input(max_trials == 0 || total <= max_trials,
                 "grid has {} combinations, more than [search] max_trials = {}; hint: raise max_trials, or sample "
@@ -86,7 +94,6 @@ std::vector<TrialConfig> expand_trials(const ExperimentSpec& spec) {
     for (uint64_t i = 0; i < total; ++i) indices.push_back(i);
   } else {
     check_input(spec.strategy == "random", "unknown search strategy '{}' (known: grid, random)", spec.strategy);
-    const uint64_t count = max_trials == 0 || max_trials >= total ? total : max_trials;
     indices = sample_indices(total, count, spec.seed);
   }
 

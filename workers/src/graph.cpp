@@ -30,7 +30,8 @@ bool is_identifier(const std::string& name) {
 }
 
 int64_t pooled_size(int64_t size, int64_t kernel, int64_t stride, int64_t padding) {
-  return (size + 2 * padding - kernel) / stride + 1;
+  const int64_t span = size + 2 * padding - kernel;
+  return span < 0 ? 0 : span / stride + 1;  // a kernel larger than the padded input gives no output, as in torch
 }
 
 void require_spatial(const Node& node, const Shape& in) {

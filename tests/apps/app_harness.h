@@ -1,0 +1,75 @@
+// Shared pieces of the end-to-end tests of the edgesweep binary: a temporary folder per test, bounded runs of the
+// binary (alone or under mpirun) in their own process group, tiny experiment files and store inspection helpers.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "edgesweep/orchestrator/store.h"
+
+namespace edgesweep::apps_test {
+
+namespace fs = std::filesystem;
+
+/// What a finished (or killed) child process left behind.
+struct ProcessResult {
+  std::string command;  ///< the command line, for messages
+  int exit_code = -1;   ///< exit status, or 128 + signal when a signal ended it
+  bool timed_out = false;
+  double seconds = 0;
+  std::string out;  ///< everything it wrote to stdout
+  std::string err;  ///< everything it wrote to stderr
+};
+
+/// A readable account of a run for assertion messages: command, exit code, time, and both output streams.
+std::string describe(const ProcessResult& result);
+
+/// Runs `argv` (argv[0] is a path) in its own process group with `extra_env` added to this process's environment,
+/// stdin from /dev/null and stdout/stderr captured in files under `log_dir`. Past `timeout` the group gets SIGTERM,
+/// then SIGKILL 10 s later; the result then has timed_out set.
+ProcessResult run_process(const std::vector<std::string>& argv, const fs::path& log_dir,
+                          std::chrono::seconds timeout, const std::map<std::string, std::string>& extra_env = {});
+
+/// The mpirun of the MPI the binary was built with; empty when it was built without MPI.
+std::string mpiexec_path();
+
+/// A tiny Fashion-MNIST experiment: 1000 training and 500 test images, half-width models, one baseline epoch,
+/// `model_extra` appended to [model] (the arch, and any [[model.layers]]), `pipeline` as the [[pipeline]] tables,
+/// results in `results_dir`.
+std::string tiny_experiment(const std::string& name, const fs::path& results_dir, const std::string& model_extra,
+                            const std::string& pipeline);
+
+/// A fresh temporary folder per test (kept when the test failed, for inspection) and runs of the binary in it.
+class AppTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  /// Writes `text` to `name` inside the test folder and returns its path.
+  fs::path write_file(const std::string& name, const std::string& text) const;
+
+  /// Runs the edgesweep binary with `args`, bounded to 300 s.
+  ProcessResult edgesweep(const std::vector<std::string>& args) const;
+
+  /// Runs the edgesweep binary with `args` under `mpirun -np <ranks> --oversubscribe`, loopback only, bounded to 300 s.
+  ProcessResult edgesweep_mpi(int ranks, const std::vector<std::string>& args) const;
+
+  fs::path folder_;
+  fs::path results_dir_;  ///< folder_/results, where the experiments of the test keep their store and artifacts
+};
+
+/// The trial rows of the only experiment named `name` in a store opened read-only.
+std::vector<TrialRow> trials_of(const Store& store, const std::string& name);
+
+/// The final (step -1) metrics of a trial by name.
+std::map<std::string, double> final_metrics(const Store& store, int64_t trial_id);
+
+/// Whether `text` contains `part`.
+bool contains(const std::string& text, const std::string& part);
+
+}  // namespace edgesweep::apps_test

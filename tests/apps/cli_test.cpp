@@ -1,0 +1,117 @@
+// End-to-end tests of the commands that train nothing: `validate` (error positions, trial counts) and `query`
+// (rows as JSON, writes refused).
+#include <string>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "app_harness.h"
+#include "edgesweep/common/json.h"
+
+namespace edgesweep::apps_test {
+namespace {
+
+using CliTest = AppTest;
+
+TEST_F(CliTest, ValidateNamesTheFileLineAndColumnOfAnUnknownKey) {
+  // Line 6, column 3: a misspelt key, indented.
+  const fs::path spec = write_file("typo.toml", fmt::format(R"toml([experiment]
+name = "typo"
+
+[data]
+train_subset = 1000
+  trian_subset = 5
+
+[run]
+results_dir = '{}'
+)toml",
+                                                            results_dir_.string()));
+  const ProcessResult result = edgesweep({"validate", spec.string()});
+  ASSERT_FALSE(result.timed_out) << describe(result);
+  EXPECT_EQ(result.exit_code, 2) << describe(result);
+  EXPECT_TRUE(contains(result.err, spec.string() + ":6:3:")) << describe(result);
+  EXPECT_TRUE(contains(result.err, "trian_subset")) << describe(result);
+  EXPECT_TRUE(contains(result.err, "train_subset")) << "the known keys are listed\n" << describe(result);
+
+  // The same inside a pipeline stage: line 9, column 1.
+  const fs::path stage = write_file("stage_typo.toml", fmt::format(R"toml([experiment]
+name = "stage-typo"
+
+[run]
+results_dir = '{}'
+
+[[pipeline]]
+stage = "finetune"
+learning_rate = 0.01
+)toml",
+                                                                  results_dir_.string()));
+  const ProcessResult stage_result = edgesweep({"validate", stage.string()});
+  EXPECT_EQ(stage_result.exit_code, 2) << describe(stage_result);
+  EXPECT_TRUE(contains(stage_result.err, stage.string() + ":9:1:")) << describe(stage_result);
+  EXPECT_TRUE(contains(stage_result.err, "learning_rate")) << describe(stage_result);
+  EXPECT_FALSE(fs::exists(results_dir_)) << "validate must not create the results folder";
+}
+
+TEST_F(CliTest, ValidatePrintsTheTrialCount) {
+  const fs::path spec = write_file("good.toml", tiny_experiment("good", results_dir_, "arch = [\"small-cnn\", \"vgg\"]",
+                                                                R"toml([[pipeline]]
+stage = "finetune"
+lr = [0.001, 0.005, 0.01]
+)toml"));
+  const ProcessResult result = edgesweep({"validate", spec.string()});
+  ASSERT_FALSE(result.timed_out) << describe(result);
+  ASSERT_EQ(result.exit_code, 0) << describe(result);
+  EXPECT_TRUE(contains(result.out, "experiment 'good'")) << describe(result);
+  EXPECT_TRUE(contains(result.out, ": 6 trial(s)")) << describe(result);
+  EXPECT_TRUE(contains(result.out, "swept model.arch")) << describe(result);
+  EXPECT_TRUE(contains(result.out, "swept pipeline[0].lr")) << describe(result);
+  EXPECT_FALSE(fs::exists(results_dir_)) << "validate must not create the results folder";
+
+  // The shipped quickstart: 2 learning rates x 2 optimizers.
+  const ProcessResult quickstart =
+      edgesweep({"validate", std::string(EDGESWEEP_SOURCE_DIR) + "/experiments/quickstart.toml"});
+  ASSERT_EQ(quickstart.exit_code, 0) << describe(quickstart);
+  EXPECT_TRUE(contains(quickstart.out, ": 4 trial(s)")) << describe(quickstart);
+}
+
+TEST_F(CliTest, QueryReturnsRowsAsJsonAndRefusesWrites) {
+  const fs::path db = results_dir_ / "edgesweep.db";
+  {
+    Store store = Store::open(db, Store::Mode::ReadWrite);
+    const int64_t experiment = store.create_experiment("query", "[experiment]\nname = \"query\"\n", "0123abcd");
+    for (int i = 0; i < 3; ++i) store.add_trial(experiment, "trial", Json{{"i", i}}, fmt::format("hash-{}", i));
+  }
+
+  const ProcessResult count = edgesweep({"query", db.string(), "SELECT count(*) AS n FROM trials"});
+  ASSERT_FALSE(count.timed_out) << describe(count);
+  ASSERT_EQ(count.exit_code, 0) << describe(count);
+  Json rows;
+  ASSERT_NO_THROW(rows = Json::parse(count.out)) << describe(count);
+  EXPECT_EQ(rows, Json::parse(R"([{"n": 3}])"));
+
+  // The results folder names the same store; columns keep their SQL types.
+  const ProcessResult listed =
+      edgesweep({"query", results_dir_.string(), "SELECT id, kind, status, attempts FROM trials ORDER BY id"});
+  ASSERT_EQ(listed.exit_code, 0) << describe(listed);
+  ASSERT_NO_THROW(rows = Json::parse(listed.out)) << describe(listed);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0], Json::parse(R"({"id": 1, "kind": "trial", "status": "pending", "attempts": 0})"));
+
+  for (const char* write : {"DELETE FROM trials", "UPDATE trials SET status = 'done'",
+                            "SELECT 1; DELETE FROM trials", "DROP TABLE trials"}) {
+    SCOPED_TRACE(write);
+    const ProcessResult refused = edgesweep({"query", db.string(), write});
+    ASSERT_FALSE(refused.timed_out) << describe(refused);
+    EXPECT_NE(refused.exit_code, 0) << describe(refused);
+    EXPECT_TRUE(contains(refused.err, "error:")) << describe(refused);
+    EXPECT_TRUE(refused.out.empty()) << describe(refused);
+  }
+
+  const Store store = Store::open(db, Store::Mode::ReadOnly);
+  const auto trials = trials_of(store, "query");
+  ASSERT_EQ(trials.size(), 3u);
+  for (const TrialRow& t : trials) EXPECT_EQ(t.status, TrialStatus::Pending);
+}
+
+}  // namespace
+}  // namespace edgesweep::apps_test

@@ -1,0 +1,200 @@
+// End-to-end resume: a finished experiment is skipped by `run --resume`, refused by `run` without it, and after a
+// simulated crash (a trial left 'running', artifacts corrupted or deleted) exactly the affected trials run again,
+// on MPI worker ranks when MPI is there, and stay done. A changed experiment file is refused.
+#include <sqlite3.h>
+
+#include <fstream>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "app_harness.h"
+#include "edgesweep/common/hash.h"
+
+namespace edgesweep::apps_test {
+namespace {
+
+/// What a run may change about a task: its row, and how many metrics and artifacts it has.
+struct TaskSnapshot {
+  TrialStatus status = TrialStatus::Pending;
+  int64_t attempts = 0;
+  int64_t worker = 0;
+  std::string started;
+  std::string finished;
+  size_t metric_count = 0;
+  size_t artifact_count = 0;
+
+  bool operator==(const TaskSnapshot& o) const {
+    return status == o.status && attempts == o.attempts && worker == o.worker && started == o.started &&
+           finished == o.finished && metric_count == o.metric_count && artifact_count == o.artifact_count;
+  }
+};
+
+std::ostream& operator<<(std::ostream& out, const TaskSnapshot& s) {
+  return out << fmt::format("{{{}, attempts {}, worker {}, started {}, finished {}, {} metrics, {} artifacts}}",
+                            to_string(s.status), s.attempts, s.worker, s.started, s.finished, s.metric_count,
+                            s.artifact_count);
+}
+
+std::map<int64_t, TaskSnapshot> snapshot(const fs::path& db, const std::string& experiment) {
+  const Store store = Store::open(db, Store::Mode::ReadOnly);
+  std::map<int64_t, TaskSnapshot> tasks;
+  for (const TrialRow& row : trials_of(store, experiment)) {
+    tasks[row.id] = {row.status,   row.attempts,
+                     row.worker,   row.started,
+                     row.finished, store.metrics(row.id).size(),
+                     store.artifacts(row.id).size()};
+  }
+  return tasks;
+}
+
+struct SqliteCloser {
+  void operator()(sqlite3* connection) const { sqlite3_close_v2(connection); }
+};
+
+/// Runs `sql` on the database file directly, as another program (or a crashed run) would leave it.
+void execute_directly(const fs::path& db, const std::string& sql) {
+  sqlite3* raw = nullptr;
+  const int opened = sqlite3_open_v2(db.c_str(), &raw, SQLITE_OPEN_READWRITE, nullptr);
+  std::unique_ptr<sqlite3, SqliteCloser> connection(raw);
+  ASSERT_EQ(opened, SQLITE_OK) << sqlite3_errstr(opened);
+  char* message = nullptr;
+  const int result = sqlite3_exec(connection.get(), sql.c_str(), nullptr, nullptr, &message);
+  const std::string error = message != nullptr ? message : "";
+  sqlite3_free(message);
+  ASSERT_EQ(result, SQLITE_OK) << sql << ": " << error;
+  ASSERT_EQ(sqlite3_changes(connection.get()), 1) << sql;
+}
+
+using ResumeTest = AppTest;
+
+TEST_F(ResumeTest, SkipsDoneTasksAndRerunsExactlyTheBrokenOnes) {
+  const std::string spec_text = tiny_experiment("resume", results_dir_, "arch = \"small-cnn\"", R"toml([[pipeline]]
+stage = "finetune"
+epochs = 1
+lr = [0.001, 0.005, 0.01]
+optimizer = "adam"
+batch_size = 64
+)toml");
+  const fs::path spec = write_file("resume.toml", spec_text);
+  const fs::path db = results_dir_ / "edgesweep.db";
+
+  const ProcessResult first = edgesweep({"run", spec.string()});
+  ASSERT_FALSE(first.timed_out) << describe(first);
+  ASSERT_EQ(first.exit_code, 0) << describe(first);
+  const std::map<int64_t, TaskSnapshot> after_first = snapshot(db, "resume");
+  ASSERT_EQ(after_first.size(), 4u);  // a baseline and three trials
+  for (const auto& [id, task] : after_first) {
+    EXPECT_EQ(task.status, TrialStatus::Done) << "task " << id;
+    EXPECT_EQ(task.attempts, 1) << "task " << id;
+    EXPECT_EQ(task.artifact_count, 1u) << "task " << id;
+    EXPECT_GT(task.metric_count, 0u) << "task " << id;
+  }
+
+  // `run` again without --resume: refused with a hint, the store untouched.
+  const ProcessResult again = edgesweep({"run", spec.string()});
+  ASSERT_FALSE(again.timed_out) << describe(again);
+  EXPECT_EQ(again.exit_code, 2) << describe(again);
+  EXPECT_TRUE(contains(again.err, "--resume")) << describe(again);
+  EXPECT_EQ(snapshot(db, "resume"), after_first);
+
+  // `run --resume` on a finished experiment: everything skipped, nothing trained, nothing recorded.
+  const ProcessResult resumed = edgesweep({"run", "--resume", spec.string()});
+  ASSERT_FALSE(resumed.timed_out) << describe(resumed);
+  ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
+  EXPECT_TRUE(contains(resumed.out + resumed.err, "4 of 4 tasks are done and skipped")) << describe(resumed);
+  EXPECT_EQ(snapshot(db, "resume"), after_first);
+  EXPECT_LT(resumed.seconds, 0.6 * first.seconds)
+      << "a resume with nothing to do took " << resumed.seconds << " s; the first run took " << first.seconds << " s";
+
+  // A crash: one trial left 'running', one trial's artifact corrupted, another's deleted.
+  std::vector<int64_t> trial_ids;
+  for (const auto& [id, task] : after_first) {
+    const Store store = Store::open(db, Store::Mode::ReadOnly);
+    if (store.trial(id)->kind == "trial") trial_ids.push_back(id);
+  }
+  ASSERT_EQ(trial_ids.size(), 3u);
+  const int64_t was_running = trial_ids[0];
+  const int64_t corrupted = trial_ids[1];
+  const int64_t deleted = trial_ids[2];
+  std::map<int64_t, ArtifactRow> old_artifact;
+  {
+    const Store store = Store::open(db, Store::Mode::ReadOnly);
+    for (int64_t id : trial_ids) old_artifact[id] = store.artifacts(id).front();
+  }
+  execute_directly(db, fmt::format("UPDATE trials SET status = 'running' WHERE id = {}", was_running));
+  {
+    std::ofstream out(results_dir_ / old_artifact[corrupted].path, std::ios::binary | std::ios::trunc);
+    out << "not a TorchScript archive";
+  }
+  ASSERT_TRUE(fs::remove(results_dir_ / old_artifact[deleted].path));
+
+  // The recovery runs on two worker ranks when MPI is there: other thread counts than the first run, so the rebuilt
+  // archives may differ in bytes from the lost ones, and the stale artifact rows must not matter afterwards.
+  const std::vector<std::string> resume_args = {"run", "--resume", spec.string()};
+  const ProcessResult recovered = mpiexec_path().empty() ? edgesweep(resume_args) : edgesweep_mpi(3, resume_args);
+  ASSERT_FALSE(recovered.timed_out) << describe(recovered);
+  ASSERT_EQ(recovered.exit_code, 0) << describe(recovered);
+  const std::string recovery_log = recovered.out + recovered.err;
+  EXPECT_TRUE(contains(recovery_log, "1 trial(s) that were running are queued again")) << describe(recovered);
+  EXPECT_TRUE(contains(recovery_log, "1 of 4 tasks are done and skipped")) << describe(recovered);
+  EXPECT_TRUE(contains(recovery_log, old_artifact[corrupted].sha256)) << describe(recovered);
+  EXPECT_TRUE(contains(recovery_log, old_artifact[deleted].sha256)) << describe(recovered);
+
+  const std::map<int64_t, TaskSnapshot> after_recovery = snapshot(db, "resume");
+  ASSERT_EQ(after_recovery.size(), after_first.size());
+  const Store store = Store::open(db, Store::Mode::ReadOnly);
+  for (const auto& [id, task] : after_recovery) {
+    SCOPED_TRACE(fmt::format("task {}", id));
+    EXPECT_EQ(task.status, TrialStatus::Done);
+    const bool rerun = id == was_running || id == corrupted || id == deleted;
+    if (!rerun) {
+      EXPECT_EQ(task, after_first.at(id)) << "a task that was fine ran again";
+      continue;
+    }
+    EXPECT_EQ(task.attempts, 2);
+    EXPECT_EQ(task.artifact_count, 2u);
+    if (!mpiexec_path().empty()) {
+      EXPECT_TRUE(task.worker == 1 || task.worker == 2) << "worker " << task.worker;
+    }
+    EXPECT_EQ(task.metric_count, 2 * after_first.at(id).metric_count);
+    // Its newest artifact is the one in use, and its file matches it again.
+    const ArtifactRow newest = store.artifacts(id).back();
+    const fs::path file = results_dir_ / newest.path;
+    ASSERT_TRUE(fs::is_regular_file(file)) << file;
+    EXPECT_EQ(sha256_file(file), newest.sha256);
+    const double accuracy = final_metrics(store, id).at("test_accuracy");
+    EXPECT_GT(accuracy, 10.0);
+    EXPECT_LE(accuracy, 100.0);
+  }
+  const auto experiment = store.find_experiment("resume");
+  ASSERT_TRUE(experiment.has_value());
+  EXPECT_EQ(experiment->status, "done");
+
+  // Recovered for good: one more resume finds every task done and its artifacts intact.
+  const ProcessResult settled = edgesweep({"run", "--resume", spec.string()});
+  ASSERT_EQ(settled.exit_code, 0) << describe(settled);
+  EXPECT_TRUE(contains(settled.out + settled.err, "4 of 4 tasks are done and skipped")) << describe(settled);
+  EXPECT_EQ(snapshot(db, "resume"), after_recovery);
+
+  // The experiment file changed since it was recorded: resuming would mix two experiments, so it is refused.
+  std::string changed_text = spec_text;
+  const size_t seed = changed_text.find("seed = 11");
+  ASSERT_NE(seed, std::string::npos);
+  changed_text.replace(seed, 9, "seed = 12");
+  write_file("resume.toml", changed_text);
+  const ProcessResult changed = edgesweep({"run", "--resume", spec.string()});
+  ASSERT_FALSE(changed.timed_out) << describe(changed);
+  EXPECT_EQ(changed.exit_code, 2) << describe(changed);
+  EXPECT_TRUE(contains(changed.err, "changed")) << describe(changed);
+  EXPECT_TRUE(contains(changed.err, spec.string())) << describe(changed);
+  EXPECT_EQ(snapshot(db, "resume"), after_recovery);
+}
+
+}  // namespace
+}  // namespace edgesweep::apps_test

@@ -1,0 +1,500 @@
+// Tests of the dataset readers (idx raw and gzip, CIFAR-10 binary, image folders) on tiny files written here,
+// their errors, the Fashion-MNIST splits on the installed dataset, normalisation, augmentation and batching.
+#include "edgesweep/workers/dataset.h"
+
+#include <zlib.h>
+
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <stb/stb_image_write.h>
+#include <torch/torch.h>
+
+#include "edgesweep/common/error.h"
+#include "expect_error.h"
+#include "temp_folder.h"
+
+namespace edgesweep {
+namespace {
+
+namespace fs = std::filesystem;
+using Bytes = std::vector<uint8_t>;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Writing test files
+
+void append_big_endian(Bytes& out, uint32_t value) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(value >> shift));
+}
+
+/// An idx file: magic, the dimensions (big-endian u32 each), then the payload.
+Bytes idx_file(uint32_t magic, const std::vector<uint32_t>& dims, const Bytes& payload) {
+  Bytes out;
+  append_big_endian(out, magic);
+  for (uint32_t d : dims) append_big_endian(out, d);
+  out.insert(out.end(), payload.begin(), payload.end());
+  return out;
+}
+
+void write_raw(const fs::path& path, const Bytes& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(out.good()) << path;
+}
+
+struct GzCloser {
+  void operator()(gzFile_s* file) const { gzclose(file); }
+};
+
+void write_gzip(const fs::path& path, const Bytes& bytes) {
+  std::unique_ptr<gzFile_s, GzCloser> file(gzopen(path.c_str(), "wb"));
+  ASSERT_TRUE(file) << path;
+  ASSERT_EQ(gzwrite(file.get(), bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
+}
+
+Bytes read_raw(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// Three 4x5 images with distinct pixel values, and their labels.
+const Bytes kPixels = [] {
+  Bytes p;
+  for (int i = 0; i < 3 * 4 * 5; ++i) p.push_back(static_cast<uint8_t>((i * 37 + 11) % 256));
+  return p;
+}();
+const Bytes kLabels = {2, 0, 9};
+
+torch::Tensor expected_images() {
+  return torch::tensor(std::vector<int64_t>(kPixels.begin(), kPixels.end())).to(torch::kUInt8).view({3, 1, 4, 5});
+}
+
+class DataFiles : public ::testing::Test {
+ protected:
+  TempFolder folder_{"dataset-test"};
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// idx
+
+using IdxReader = DataFiles;
+
+TEST_F(IdxReader, ReadsGzipAndRawFilesExactly) {
+  write_gzip(folder_ / "images.gz", idx_file(2051, {3, 4, 5}, kPixels));
+  write_gzip(folder_ / "labels.gz", idx_file(2049, {3}, kLabels));
+  write_raw(folder_ / "images", idx_file(2051, {3, 4, 5}, kPixels));
+  write_raw(folder_ / "labels", idx_file(2049, {3}, kLabels));
+  ASSERT_NE(read_raw(folder_ / "images.gz"), read_raw(folder_ / "images"));  // the gzip file really is compressed
+
+  for (const char* suffix : {".gz", ""}) {
+    const Dataset d = read_idx(folder_ / (std::string("images") + suffix), folder_ / (std::string("labels") + suffix));
+    ASSERT_EQ(d.size(), 3) << suffix;
+    EXPECT_EQ(d.images.scalar_type(), torch::kUInt8);
+    EXPECT_EQ(d.labels.scalar_type(), torch::kInt64);
+    EXPECT_TRUE(torch::equal(d.images, expected_images())) << suffix;
+    EXPECT_TRUE(torch::equal(d.labels, torch::tensor({2, 0, 9}, torch::kInt64))) << suffix;
+    EXPECT_EQ(d.images[1][0][2][3].item<int>(), (((20 + 2 * 5 + 3) * 37) + 11) % 256);  // image 1, row 2, col 3
+  }
+  // Mixed: gzip images with raw labels.
+  EXPECT_EQ(read_idx(folder_ / "images.gz", folder_ / "labels").size(), 3);
+}
+
+TEST_F(IdxReader, SelectPicksSamples) {
+  write_raw(folder_ / "images", idx_file(2051, {3, 4, 5}, kPixels));
+  write_raw(folder_ / "labels", idx_file(2049, {3}, kLabels));
+  const Dataset d = read_idx(folder_ / "images", folder_ / "labels").select(torch::tensor({2, 0}, torch::kInt64));
+  EXPECT_TRUE(torch::equal(d.labels, torch::tensor({9, 2}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(d.images[0], expected_images()[2]));
+}
+
+TEST_F(IdxReader, MissingFileIsNamed) {
+  write_raw(folder_ / "labels", idx_file(2049, {3}, kLabels));
+  const fs::path missing = folder_ / "no-such-images.gz";
+  expect_error<InputError>([&] { read_idx(missing, folder_ / "labels"); }, {missing.string(), "does not exist"});
+}
+
+TEST_F(IdxReader, WrongMagicNamesFileAndNumber) {
+  write_raw(folder_ / "images", idx_file(2051, {3, 4, 5}, kPixels));
+  write_raw(folder_ / "labels", idx_file(2049, {3}, kLabels));
+  write_gzip(folder_ / "swapped.gz", idx_file(2049, {3, 4, 5}, kPixels));
+  expect_error<InputError>([&] { read_idx(folder_ / "swapped.gz", folder_ / "labels"); },
+                           {(folder_ / "swapped.gz").string(), "magic number 2049", "2051"});
+  write_raw(folder_ / "bad-labels", idx_file(0x01020304, {3}, kLabels));
+  expect_error<InputError>([&] { read_idx(folder_ / "images", folder_ / "bad-labels"); },
+                           {(folder_ / "bad-labels").string(), "magic number 16909060", "2049"});
+}
+
+TEST_F(IdxReader, TruncatedFilesAreNamed) {
+  write_raw(folder_ / "labels", idx_file(2049, {3}, kLabels));
+  // The header promises three images; the payload holds two and a half.
+  const Bytes short_pixels(kPixels.begin(), kPixels.begin() + 50);
+  write_gzip(folder_ / "short.gz", idx_file(2051, {3, 4, 5}, short_pixels));
+  expect_error<InputError>([&] { read_idx(folder_ / "short.gz", folder_ / "labels"); },
+                           {(folder_ / "short.gz").string(), "truncated", "66 bytes", "expected 76"});
+  // Too short even for the header.
+  write_raw(folder_ / "stub", Bytes{0, 0, 8, 3});
+  expect_error<InputError>([&] { read_idx(folder_ / "stub", folder_ / "labels"); },
+                           {(folder_ / "stub").string(), "too short"});
+  // Labels cut short.
+  write_raw(folder_ / "images", idx_file(2051, {3, 4, 5}, kPixels));
+  write_raw(folder_ / "short-labels", idx_file(2049, {3}, Bytes{2, 0}));
+  expect_error<InputError>([&] { read_idx(folder_ / "images", folder_ / "short-labels"); },
+                           {(folder_ / "short-labels").string(), "truncated"});
+  // A gzip stream cut in the middle.
+  write_gzip(folder_ / "whole.gz", idx_file(2051, {3, 4, 5}, kPixels));
+  const Bytes whole = read_raw(folder_ / "whole.gz");
+  write_raw(folder_ / "cut.gz", Bytes(whole.begin(), whole.begin() + static_cast<long>(whole.size() / 2)));
+  expect_error<InputError>([&] { read_idx(folder_ / "cut.gz", folder_ / "labels"); },
+                           {(folder_ / "cut.gz").string(), "corrupt or truncated"});
+}
+
+TEST_F(IdxReader, CountMismatchNamesBothFiles) {
+  write_raw(folder_ / "images", idx_file(2051, {3, 4, 5}, kPixels));
+  write_raw(folder_ / "two-labels", idx_file(2049, {2}, Bytes{1, 2}));
+  expect_error<InputError>([&] { read_idx(folder_ / "images", folder_ / "two-labels"); },
+                           {(folder_ / "images").string(), "3 images", (folder_ / "two-labels").string(), "2 labels"});
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// CIFAR-10
+
+/// Pixel value of record `record`, channel `c`, row `y`, column `x` in the test batches.
+uint8_t cifar_pixel(int record, int c, int y, int x) {
+  return static_cast<uint8_t>((record * 31 + c * 67 + y * 5 + x * 3) % 256);
+}
+
+/// CIFAR-10 records: the label byte, then the red, green and blue planes, each 32x32 row-major.
+Bytes cifar_records(int first_record, const std::vector<uint8_t>& labels) {
+  Bytes out;
+  for (size_t k = 0; k < labels.size(); ++k) {
+    out.push_back(labels[k]);
+    for (int c = 0; c < 3; ++c) {
+      for (int y = 0; y < 32; ++y) {
+        for (int x = 0; x < 32; ++x) out.push_back(cifar_pixel(first_record + static_cast<int>(k), c, y, x));
+      }
+    }
+  }
+  return out;
+}
+
+using Cifar10Reader = DataFiles;
+
+TEST_F(Cifar10Reader, ReadsRecordsAcrossBatchFiles) {
+  write_raw(folder_ / "data_batch_1.bin", cifar_records(0, {3, 7}));
+  write_raw(folder_ / "data_batch_2.bin", cifar_records(2, {9}));
+  const Dataset d = read_cifar10({folder_ / "data_batch_1.bin", folder_ / "data_batch_2.bin"});
+  ASSERT_EQ(d.size(), 3);
+  EXPECT_EQ(d.images.sizes(), (std::vector<int64_t>{3, 3, 32, 32}));
+  EXPECT_EQ(d.images.scalar_type(), torch::kUInt8);
+  EXPECT_TRUE(torch::equal(d.labels, torch::tensor({3, 7, 9}, torch::kInt64)));
+  auto expected = torch::empty({3, 3, 32, 32}, torch::kUInt8);
+  auto e = expected.accessor<uint8_t, 4>();
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 3; ++c) {
+      for (int y = 0; y < 32; ++y) {
+        for (int x = 0; x < 32; ++x) e[r][c][y][x] = cifar_pixel(r, c, y, x);
+      }
+    }
+  }
+  EXPECT_TRUE(torch::equal(d.images, expected));
+}
+
+TEST_F(Cifar10Reader, TruncatedFileAndBadLabelAreNamed) {
+  Bytes records = cifar_records(0, {1, 2});
+  records.resize(records.size() - 100);
+  write_raw(folder_ / "cut.bin", records);
+  expect_error<InputError>([&] { read_cifar10({folder_ / "cut.bin"}); },
+                           {(folder_ / "cut.bin").string(), "6046 bytes", "3073", "truncated"});
+  write_raw(folder_ / "labels.bin", cifar_records(0, {4, 12}));
+  expect_error<InputError>([&] { read_cifar10({folder_ / "labels.bin"}); },
+                           {(folder_ / "labels.bin").string(), "label 12"});
+  const fs::path missing = folder_ / "test_batch.bin";
+  expect_error<InputError>([&] { read_cifar10({missing}); }, {missing.string(), "does not exist"});
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Image folders
+
+struct Colour {
+  uint8_t r, g, b;
+};
+
+/// stb_image's conversion of RGB to one grey channel.
+uint8_t grey_of(const Colour& c) { return static_cast<uint8_t>((c.r * 77 + c.g * 150 + c.b * 29) >> 8); }
+
+/// Writes a `width` x `height` PNG of one colour with `channels` channels (1 grey, 3 RGB, 4 RGBA).
+void write_png(const fs::path& path, int width, int height, int channels, const Colour& colour) {
+  std::vector<uint8_t> pixels;
+  for (int i = 0; i < width * height; ++i) {
+    if (channels == 1) {
+      pixels.push_back(colour.r);
+    } else {
+      pixels.insert(pixels.end(), {colour.r, colour.g, colour.b});
+      if (channels == 4) pixels.push_back(255);
+    }
+  }
+  fs::create_directories(path.parent_path());
+  ASSERT_NE(stbi_write_png(path.c_str(), width, height, channels, pixels.data(), width * channels), 0) << path;
+}
+
+const Colour kOrange{200, 100, 50};
+const Colour kGreen{10, 250, 120};
+const Colour kGrey{77, 77, 77};
+
+/// Two classes in sorted order: cat (orange 4x4 RGB, green 16x12 RGBA), dog (grey 8x8, and a note to skip).
+void write_pets(const fs::path& root) {
+  write_png(root / "cat" / "a.png", 4, 4, 3, kOrange);
+  write_png(root / "cat" / "b.png", 16, 12, 4, kGreen);
+  write_png(root / "dog" / "c.png", 8, 8, 1, kGrey);
+  std::ofstream(root / "dog" / "notes.txt") << "not an image; the reader skips it";
+}
+
+/// Expects every pixel of every channel of `image` [C, H, W] to be within 1 of `values[c]` (resampling rounds).
+void expect_constant(const torch::Tensor& image, const std::vector<int>& values) {
+  ASSERT_EQ(image.size(0), static_cast<int64_t>(values.size()));
+  for (size_t c = 0; c < values.size(); ++c) {
+    const auto channel = image[static_cast<int64_t>(c)].to(torch::kInt32);
+    EXPECT_LE((channel - values[c]).abs().max().item<int>(), 1) << "channel " << c << " expected " << values[c];
+  }
+}
+
+using ImageFolderReader = DataFiles;
+
+TEST_F(ImageFolderReader, ReadsAndResizesWithOneOrThreeChannels) {
+  write_pets(folder_.path());
+  std::vector<std::string> classes;
+  const Dataset rgb = read_image_folder(folder_.path(), 8, 3, classes);
+  EXPECT_EQ(classes, (std::vector<std::string>{"cat", "dog"}));
+  EXPECT_EQ(rgb.images.sizes(), (std::vector<int64_t>{3, 3, 8, 8}));
+  EXPECT_EQ(rgb.images.scalar_type(), torch::kUInt8);
+  EXPECT_TRUE(torch::equal(rgb.labels, torch::tensor({0, 0, 1}, torch::kInt64)));
+  expect_constant(rgb.images[0], {200, 100, 50});
+  expect_constant(rgb.images[1], {10, 250, 120});
+  expect_constant(rgb.images[2], {77, 77, 77});  // grey replicated into three channels
+
+  const Dataset grey = read_image_folder(folder_.path(), 8, 1, classes);
+  EXPECT_EQ(grey.images.sizes(), (std::vector<int64_t>{3, 1, 8, 8}));
+  expect_constant(grey.images[0], {grey_of(kOrange)});
+  expect_constant(grey.images[1], {grey_of(kGreen)});
+  expect_constant(grey.images[2], {77});
+
+  const Dataset small = read_image_folder(folder_.path(), 2, 3, classes);
+  EXPECT_EQ(small.images.sizes(), (std::vector<int64_t>{3, 3, 2, 2}));
+  expect_constant(small.images[1], {10, 250, 120});
+}
+
+TEST_F(ImageFolderReader, ResizeKeepsTheLayout) {
+  // A 16x16 image whose left half is black and right half white, downscaled to 8x8, keeps its halves.
+  std::vector<uint8_t> pixels(16 * 16);
+  for (int y = 0; y < 16; ++y) {
+    for (int x = 0; x < 16; ++x) pixels[static_cast<size_t>(y * 16 + x)] = x < 8 ? 0 : 255;
+  }
+  fs::create_directories(folder_ / "halves");
+  ASSERT_NE(stbi_write_png((folder_ / "halves" / "h.png").c_str(), 16, 16, 1, pixels.data(), 16), 0);
+  write_png(folder_ / "plain" / "p.png", 4, 4, 1, kGrey);
+  std::vector<std::string> classes;
+  const Dataset d = read_image_folder(folder_.path(), 8, 1, classes);
+  const auto image = d.images[0][0].to(torch::kInt32);
+  EXPECT_LE(image.narrow(1, 0, 3).max().item<int>(), 1);
+  EXPECT_GE(image.narrow(1, 5, 3).min().item<int>(), 254);
+}
+
+TEST_F(ImageFolderReader, EmptyClassFolderIsNamed) {
+  write_pets(folder_.path());
+  fs::create_directories(folder_ / "emu");
+  std::ofstream(folder_ / "emu" / "readme.md") << "no images here";
+  std::vector<std::string> classes;
+  expect_error<InputError>([&] { read_image_folder(folder_.path(), 8, 3, classes); },
+                           {(folder_ / "emu").string(), "no PNG/JPEG/BMP image"});
+}
+
+TEST_F(ImageFolderReader, UndecodableImageIsNamed) {
+  write_pets(folder_.path());
+  std::ofstream(folder_ / "dog" / "broken.png") << "this is text, not a PNG";
+  std::vector<std::string> classes;
+  expect_error<InputError>([&] { read_image_folder(folder_.path(), 8, 3, classes); },
+                           {(folder_ / "dog" / "broken.png").string(), "cannot decode"});
+}
+
+TEST_F(ImageFolderReader, FolderNeedsTwoClasses) {
+  write_png(folder_ / "only" / "a.png", 4, 4, 3, kOrange);
+  std::vector<std::string> classes;
+  expect_error<InputError>([&] { read_image_folder(folder_.path(), 8, 3, classes); },
+                           {folder_.path().string(), "at least 2", "found 1"});
+  expect_error<InputError>([&] { read_image_folder(folder_ / "nowhere", 8, 3, classes); },
+                           {(folder_ / "nowhere").string(), "does not exist"});
+}
+
+TEST_F(ImageFolderReader, LoadDataSplitsEveryClassBySeed) {
+  for (int i = 0; i < 5; ++i) {
+    write_png(folder_ / "cat" / ("c" + std::to_string(i) + ".png"), 6, 6, 3, Colour{uint8_t(40 * i), 0, 0});
+    write_png(folder_ / "dog" / ("d" + std::to_string(i) + ".png"), 6, 6, 3, Colour{0, uint8_t(40 * i), 0});
+  }
+  DataConfig config;
+  config.dataset = "imagefolder";
+  config.path = folder_.path().string();
+  config.image_size = 4;
+  config.channels = 3;
+  config.test_fraction = 0.4;
+  config.val_fraction = 0.0;
+  const DataSplits a = load_data(config, 5);
+  EXPECT_EQ(a.class_names, (std::vector<std::string>{"cat", "dog"}));
+  EXPECT_EQ(a.input_shape, (Shape{3, 4, 4, false}));
+  EXPECT_EQ(a.test.size(), 4);  // 2 of 5 per class
+  EXPECT_EQ(a.train.size(), 6);
+  EXPECT_EQ(a.val.size(), 0);
+  EXPECT_EQ(a.test.labels.eq(0).sum().item<int64_t>(), 2);
+  EXPECT_EQ(a.id.rfind("imagefolder@", 0), 0u) << a.id;
+  const DataSplits b = load_data(config, 5);
+  EXPECT_TRUE(torch::equal(a.test.images, b.test.images));
+  EXPECT_TRUE(torch::equal(a.train.images, b.train.images));
+  EXPECT_EQ(a.id, b.id);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fashion-MNIST (the installed dataset)
+
+DataConfig fashion_subset() {
+  DataConfig config;
+  config.dataset = "fashion-mnist";
+  config.train_subset = 1000;
+  config.test_subset = 200;
+  config.val_fraction = 0.1;
+  return config;
+}
+
+TEST(FashionMnistData, SplitsAreSizedAndDeterministic) {
+  const DataSplits a = load_data(fashion_subset(), 1);
+  ASSERT_EQ(a.train.size(), 1000);
+  EXPECT_EQ(a.val.size(), 6000);  // 10% of the 60,000 training images
+  EXPECT_EQ(a.test.size(), 200);
+  EXPECT_EQ(a.train.images.sizes(), (std::vector<int64_t>{1000, 1, 28, 28}));
+  EXPECT_EQ(a.train.images.scalar_type(), torch::kUInt8);
+  EXPECT_EQ(a.input_shape, (Shape{1, 28, 28, false}));
+  EXPECT_EQ(a.class_names.size(), 10u);
+  EXPECT_EQ(a.train.labels.min().item<int64_t>(), 0);
+  EXPECT_EQ(a.train.labels.max().item<int64_t>(), 9);
+  // Fashion-MNIST is balanced: a random 1,000 holds about 100 of each class.
+  const auto counts = torch::bincount(a.train.labels);
+  EXPECT_GT(counts.min().item<int64_t>(), 60);
+  EXPECT_LT(counts.max().item<int64_t>(), 140);
+  // The dataset's well-known statistics are 0.286 and 0.353.
+  ASSERT_EQ(a.mean.size(), 1u);
+  EXPECT_NEAR(a.mean[0], 0.286, 0.02);
+  EXPECT_NEAR(a.std[0], 0.353, 0.02);
+  EXPECT_EQ(a.id.rfind("fashion-mnist@", 0), 0u) << a.id;
+  EXPECT_EQ(a.id.size(), std::string("fashion-mnist@").size() + 12);
+
+  const DataSplits same = load_data(fashion_subset(), 1);
+  EXPECT_TRUE(torch::equal(a.train.images, same.train.images));
+  EXPECT_TRUE(torch::equal(a.train.labels, same.train.labels));
+  EXPECT_TRUE(torch::equal(a.val.images, same.val.images));
+  EXPECT_TRUE(torch::equal(a.test.images, same.test.images));
+  EXPECT_TRUE(torch::equal(a.test.labels, same.test.labels));
+  EXPECT_EQ(a.mean, same.mean);
+  EXPECT_EQ(a.std, same.std);
+  EXPECT_EQ(a.id, same.id);
+
+  const DataSplits other = load_data(fashion_subset(), 2);
+  EXPECT_FALSE(torch::equal(a.train.images, other.train.images));
+  EXPECT_FALSE(torch::equal(a.test.images, other.test.images));
+  EXPECT_NE(a.id, other.id);  // the id hashes the test split
+  EXPECT_NE(a.mean, other.mean);
+}
+
+TEST(FashionMnistData, FullTestSplitIdIsStable) {
+  DataConfig config = fashion_subset();
+  config.test_subset = 0;
+  config.train_subset = 10;
+  const DataSplits a = load_data(config, 1);
+  const DataSplits b = load_data(config, 99);
+  EXPECT_EQ(a.test.size(), 10000);
+  EXPECT_EQ(a.id, b.id);  // the whole test split, whatever the seed
+}
+
+TEST(LoadData, UnknownDatasetAndMissingFolderAreNamed) {
+  DataConfig config;
+  config.dataset = "mnist";
+  expect_error<InputError>([&] { load_data(config, 1); }, {"'mnist'"});
+  config.dataset = "fashion-mnist";
+  config.path = "/nonexistent/fashion";
+  expect_error<InputError>([&] { load_data(config, 1); }, {"/nonexistent/fashion", "does not exist"});
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Normalisation, augmentation and batches
+
+TEST(Normalize, ScalesThenStandardisesPerChannel) {
+  const auto images = torch::tensor({0, 255, 51, 102}, torch::kUInt8).view({1, 2, 1, 2});
+  const auto x = normalize_images(images, {0.5, 0.2}, {0.25, 0.1});
+  EXPECT_EQ(x.scalar_type(), torch::kFloat32);
+  // Channel 0: (0 - 0.5) / 0.25 = -2, (1 - 0.5) / 0.25 = 2; channel 1: (0.2 - 0.2) / 0.1 = 0, (0.4 - 0.2) / 0.1 = 2.
+  EXPECT_TRUE(torch::allclose(x, torch::tensor({-2.0f, 2.0f, 0.0f, 2.0f}).view({1, 2, 1, 2}), 0, 1e-6));
+}
+
+/// True when `image` [C, H, W] is a crop of `padded` at some offset, possibly flipped left-right.
+bool is_crop_of(const torch::Tensor& image, const torch::Tensor& padded, int64_t padding) {
+  const int64_t h = image.size(1), w = image.size(2);
+  for (int64_t dy = 0; dy <= 2 * padding; ++dy) {
+    for (int64_t dx = 0; dx <= 2 * padding; ++dx) {
+      const auto crop = padded.narrow(1, dy, h).narrow(2, dx, w);
+      if (torch::equal(image, crop) || torch::equal(image, crop.flip({2}))) return true;
+    }
+  }
+  return false;
+}
+
+TEST(Augment, KeepsShapeAndTypeAndIsDeterministicPerGenerator) {
+  torch::manual_seed(1);
+  const auto images = torch::randint(1, 256, {16, 2, 6, 6}, torch::kInt64).to(torch::kUInt8);
+  torch::Generator g1 = at::detail::createCPUGenerator(42);
+  torch::Generator g2 = at::detail::createCPUGenerator(42);
+  torch::Generator g3 = at::detail::createCPUGenerator(43);
+  const auto a = augment_images(images, 2, g1);
+  const auto b = augment_images(images, 2, g2);
+  const auto c = augment_images(images, 2, g3);
+  EXPECT_EQ(a.sizes(), images.sizes());
+  EXPECT_EQ(a.scalar_type(), torch::kUInt8);
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_FALSE(torch::equal(a, c));
+  EXPECT_FALSE(torch::equal(a, augment_images(images, 2, g1)));  // the generator moves on
+  const auto padded = torch::constant_pad_nd(images, {2, 2, 2, 2}, 0);
+  int changed = 0;
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    EXPECT_TRUE(is_crop_of(a[i], padded[i], 2)) << "sample " << i;
+    changed += torch::equal(a[i], images[i]) ? 0 : 1;
+  }
+  EXPECT_GT(changed, 8);  // 50 equally likely crops and flips per sample: nearly all move
+  // Without padding only the flip remains.
+  const auto flipped = augment_images(images, 0, g3);
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    EXPECT_TRUE(torch::equal(flipped[i], images[i]) || torch::equal(flipped[i], images[i].flip({2})));
+  }
+}
+
+TEST(Batches, CoverEveryIndexExactlyOnce) {
+  torch::Generator generator = at::detail::createCPUGenerator(9);
+  for (bool shuffle : {false, true}) {
+    const auto batches = make_batches(103, 25, shuffle, &generator);
+    ASSERT_EQ(batches.size(), 5u);
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(batches[i].size(0), 25);
+    EXPECT_EQ(batches[4].size(0), 3);
+    const auto all = torch::cat(batches);
+    EXPECT_EQ(all.scalar_type(), torch::kInt64);
+    EXPECT_TRUE(torch::equal(std::get<0>(all.sort()), torch::arange(103, torch::kInt64))) << "shuffle " << shuffle;
+    EXPECT_EQ(torch::equal(all, torch::arange(103, torch::kInt64)), !shuffle);
+  }
+  torch::Generator g1 = at::detail::createCPUGenerator(4);
+  torch::Generator g2 = at::detail::createCPUGenerator(4);
+  EXPECT_TRUE(torch::equal(torch::cat(make_batches(50, 8, true, &g1)), torch::cat(make_batches(50, 8, true, &g2))));
+  EXPECT_EQ(make_batches(8, 8, false, nullptr).size(), 1u);
+  EXPECT_TRUE(make_batches(0, 8, false, nullptr).empty());
+}
+
+}  // namespace
+}  // namespace edgesweep
