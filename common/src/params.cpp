@@ -75,6 +75,38 @@ std::vector<ParamSpec> training_params(int epochs, double lr, bool sweepable) {
   };
 }
 
+/// The prune stage: what to remove, how much, on which schedule, and the fine-tuning in between. Fine-tuning takes
+/// the finetune stage's training keys with `finetune_epochs` in place of `epochs` (one name for one meaning).
+std::vector<ParamSpec> prune_params() {
+  ParamSpec sparsity = real("sparsity", nullptr, 0.0, 1.0, true,
+                            "share removed: of prunable weights (magnitude-*), of the channels of each prunable group "
+                            "(filter/block, local allocation) or of all prunable channels (global allocation)");
+  sparsity.max_exclusive = true;
+  std::vector<ParamSpec> params = {
+      text("method", nullptr, {"magnitude-local", "magnitude-global", "l1-filter", "l2-filter", "block"}, true,
+           "magnitude-local/-global: zero the smallest conv and linear weights per layer or under one threshold; "
+           "l1-filter/l2-filter: remove whole filters of uncoupled convs by norm; block: remove coupled channel "
+           "groups (residual adds, concats, depthwise convs) by average weight magnitude"),
+      sparsity,
+      text("allocation", "local", {"local", "global"}, true,
+           "filter/block: the same share in every group (local) or one ranking of all channels (global); "
+           "ignored by magnitude-* (their name says it)"),
+      integer("round_to", 1, 1, 4096, true,
+              "filter/block: channels kept per group are rounded up to a multiple of this (8 for hardware-friendly "
+              "shapes), never above the original count"),
+      text("schedule", "one-shot", {"one-shot", "iterative"}, true,
+           "one-shot: prune once, then fine-tune; iterative: `steps` rounds of pruning and fine-tuning"),
+      integer("steps", 3, 1, 100, true,
+              "iterative: rounds; the share grows linearly to `sparsity` for filter/block and geometrically "
+              "(the same share of the remaining weights each round) for magnitude-*"),
+      integer("finetune_epochs", 1, 0, 1000, true, "fine-tuning epochs after each pruning round (masks held)"),
+  };
+  for (ParamSpec& p : training_params(1, 0.01, true)) {
+    if (p.name != "epochs") params.push_back(std::move(p));
+  }
+  return params;
+}
+
 std::map<std::string, SectionSpec> make_sections() {
   std::map<std::string, SectionSpec> sections;
   sections["experiment"] = {"experiment",
@@ -128,6 +160,7 @@ std::map<std::string, SectionSpec> make_stages() {
   stages["train"].params.push_back(
       boolean("reinitialize", true, false, "start from fresh weights (false: continue from the incoming model)"));
   stages["finetune"] = {"finetune", training_params(1, 0.01, true)};
+  stages["prune"] = {"prune", prune_params()};
   return stages;
 }
 
@@ -183,7 +216,7 @@ const SectionSpec& stage_spec(const std::string& stage) {
   return it->second;
 }
 
-std::vector<std::string> stage_names() { return {"finetune", "train"}; }
+std::vector<std::string> stage_names() { return {"finetune", "prune", "train"}; }
 
 const SectionSpec& layer_spec() {
   static const SectionSpec spec = make_layer_spec();

@@ -335,10 +335,10 @@ TEST(SpecErrors, UnknownChoice) {
 }
 
 TEST(SpecErrors, Stages) {
-  EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"prune\"\n"),
-            "x.toml:4:9: pipeline[0]: unknown stage 'prune' (known stages: finetune, train)");
+  EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"sparsify\"\n"),
+            "x.toml:4:9: pipeline[0]: unknown stage 'sparsify' (known stages: finetune, prune, train)");
   EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"train\"\n[[pipeline]]\nlr = 0.1\n"),
-            "x.toml:5:1: pipeline[1] is missing required key 'stage' (known stages: finetune, train)");
+            "x.toml:5:1: pipeline[1] is missing required key 'stage' (known stages: finetune, prune, train)");
   EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = [\"train\", \"finetune\"]\n"),
             "x.toml:4:9: pipeline[0] 'stage' cannot be swept: write one [[pipeline]] table per stage");
   EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = 3\n"), "x.toml:4:9: pipeline[0] 'stage' must be a string, got 3");

@@ -1,12 +1,14 @@
-// The train and finetune stages. Compression stages register here through the same table.
+// The train, finetune and prune stages. Compression stages register here through the same table.
 #include "edgesweep/workers/stages.h"
 
+#include <cmath>
 #include <map>
 
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/params.h"
+#include "edgesweep/workers/compress/prune.h"
 #include "edgesweep/workers/trainer.h"
 #include "edgesweep/workers/zoo.h"
 
@@ -44,6 +46,126 @@ GraphModule train_stage(GraphModule model, const StageConfig& stage, StageContex
   return finetune_stage(std::move(model), stage, context);
 }
 
+/// The settings of a prune stage, checked beyond what the schema can say.
+struct PruneSettings {
+  std::string method;
+  double sparsity = 0;
+  bool global = false;
+  int64_t round_to = 1;
+  int64_t rounds = 1;  ///< 1 for one-shot, `steps` for iterative
+  TrainConfig finetune;
+  bool unstructured() const { return method == "magnitude-local" || method == "magnitude-global"; }
+};
+
+PruneSettings read_prune_settings(const Json& params, const Graph& graph) {
+  PruneSettings s;
+  s.method = params.at("method").get<std::string>();
+  const bool known = s.unstructured() || s.method == "l1-filter" || s.method == "l2-filter" || s.method == "block";
+  check_input(known, "prune: 'method' is \"{}\", expected one of: magnitude-local, magnitude-global, l1-filter, "
+              "l2-filter, block", s.method);
+  s.sparsity = params.at("sparsity").get<double>();
+  check_input(s.sparsity >= 0 && s.sparsity < 1, "prune: 'sparsity' = {} is out of range: must be >= 0 and < 1",
+              s.sparsity);
+  const std::string allocation = params.at("allocation").get<std::string>();
+  check_input(allocation == "local" || allocation == "global",
+              "prune: 'allocation' is \"{}\", expected local or global", allocation);
+  s.global = s.unstructured() ? s.method == "magnitude-global" : allocation == "global";
+  s.round_to = params.at("round_to").get<int64_t>();
+  check_input(s.round_to >= 1, "prune: 'round_to' = {} must be >= 1", s.round_to);
+  const std::string schedule = params.at("schedule").get<std::string>();
+  check_input(schedule == "one-shot" || schedule == "iterative",
+              "prune: 'schedule' is \"{}\", expected one-shot or iterative", schedule);
+  const int64_t steps = params.at("steps").get<int64_t>();
+  check_input(steps >= 1, "prune: 'steps' = {} must be >= 1", steps);
+  s.rounds = schedule == "iterative" ? steps : 1;
+  const int64_t epochs = params.at("finetune_epochs").get<int64_t>();
+  check_input(epochs >= 0, "prune: 'finetune_epochs' = {} must be >= 0", epochs);
+  Json training = params;
+  training["epochs"] = epochs;
+  s.finetune = train_config_from_params(training);
+  if (!s.unstructured()) {
+    const ChannelAnalysis analysis = analyze_channel_groups(graph);
+    const bool coupled = s.method == "block";
+    int64_t prunable = 0;
+    for (const ChannelGroup& group : analysis.groups) {
+      if ((coupled ? group.prunable : group.single_producer()) && group.size() > 1) prunable += group.size();
+    }
+    check_input(prunable > 0,
+                "prune: method '{}' finds no channel group it can prune in this model (every group is {}){}",
+                s.method, coupled ? "tied to the input or output or a grouped conv" : "coupled or fixed",
+                coupled ? "" : "; hint: method = \"block\" prunes coupled groups");
+  }
+  return s;
+}
+
+/// Sparsity reached after `round` of `rounds`: linear for channels; geometric for weights (each round removes the
+/// same share of the weights still there).
+double scheduled_sparsity(double target, int64_t round, int64_t rounds, bool unstructured) {
+  const double progress = static_cast<double>(round) / static_cast<double>(rounds);
+  if (unstructured) return 1.0 - std::pow(1.0 - target, progress);
+  return target * progress;
+}
+
+GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContext& context) {
+  const PruneSettings settings = read_prune_settings(stage.params, model->graph());
+  int prune_stages = 0;
+  for (const StageConfig& s : context.trial.pipeline) prune_stages += s.stage == "prune" ? 1 : 0;
+  const std::string prefix = prune_stages > 1 ? fmt::format("stage{}/", context.stage_index) : "";
+  const auto record = [&](const std::string& name, double value) {
+    context.metrics->push_back({-1, prefix + name, value});
+  };
+  const DataSplits& data = context.data;
+  const bool validate = data.val.size() > 0;
+  const auto val_accuracy = [&] { return evaluate_accuracy(model, data.val, data.mean, data.std, 256); };
+
+  record("params_before", static_cast<double>(count_params(model->graph())));
+  record("macs_before", static_cast<double>(count_macs(model->graph())));
+  if (validate) record("val_accuracy_before_prune", val_accuracy());
+
+  const ChannelImportance importance = settings.method == "l1-filter"   ? ChannelImportance::L1
+                                       : settings.method == "l2-filter" ? ChannelImportance::L2
+                                                                        : ChannelImportance::Block;
+  WeightMasks masks;
+  double reached = 0;
+  for (int64_t round = 1; round <= settings.rounds; ++round) {
+    const double target = scheduled_sparsity(settings.sparsity, round, settings.rounds, settings.unstructured());
+    if (settings.unstructured()) {
+      masks = magnitude_masks(model, target, settings.global, round > 1 ? &masks : nullptr);
+      apply_masks(model, masks);
+    } else {
+      // The share of what is left that must go for the running total to reach `target`.
+      ChannelSelection selection;
+      selection.sparsity = reached < 1 ? std::max(0.0, 1.0 - (1.0 - target) / (1.0 - reached)) : 0.0;
+      selection.global = settings.global;
+      selection.round_to = settings.round_to;
+      selection.coupled = settings.method == "block";
+      model = prune_channels(model, importance, selection);
+    }
+    reached = target;
+    if (round == settings.rounds && validate) record("val_accuracy_after_prune", val_accuracy());
+    if (settings.finetune.epochs > 0) {
+      TrainHooks hooks;
+      if (settings.unstructured()) hooks.after_step = [&] { apply_masks(model, masks); };
+      record_epochs(train_model(model, data, settings.finetune, context.trial.data.augment,
+                                stage_seed(context) + static_cast<uint64_t>(round), {}, hooks),
+                    context);
+    }
+  }
+  if (validate) record("val_accuracy_after_finetune", val_accuracy());
+
+  const std::vector<LayerSparsity> layers = measure_sparsity(model);
+  int64_t zeros = 0, total = 0;
+  for (const LayerSparsity& layer : layers) {
+    zeros += layer.zeros;
+    total += layer.total;
+    record("sparsity/" + layer.name, layer.percent());
+  }
+  record("sparsity", LayerSparsity{"", zeros, total}.percent());
+  record("params_after", static_cast<double>(count_params(model->graph())));
+  record("macs_after", static_cast<double>(count_macs(model->graph())));
+  return model;
+}
+
 }  // namespace
 
 TrainConfig train_config_from_params(const Json& params) {
@@ -56,6 +178,7 @@ const StageFunction& find_stage(const std::string& name) {
   static const std::map<std::string, StageFunction> stages = {
       {"train", train_stage},
       {"finetune", finetune_stage},
+      {"prune", prune_stage},
   };
   auto it = stages.find(name);
   if (it == stages.end()) stage_spec(name);  // throws InputError listing the known stages

@@ -26,7 +26,8 @@ double learning_rate_at(const TrainConfig& config, int64_t step, int64_t steps_p
 
 std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data, const TrainConfig& config,
                                      bool augment, uint64_t seed,
-                                     const std::function<void(const EpochRecord&)>& on_epoch) {
+                                     const std::function<void(const EpochRecord&)>& on_epoch,
+                                     const TrainHooks& hooks) {
   check_input(!(config.nesterov && config.optimizer == "sgd" && config.momentum <= 0),
               "nesterov = true needs momentum > 0");
   std::unique_ptr<torch::optim::Optimizer> optimizer;
@@ -69,6 +70,7 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
             loss_value, epoch, step - (epoch - 1) * steps_per_epoch + 1, lr);
       loss.backward();
       optimizer->step();
+      if (hooks.after_step) hooks.after_step();
       loss_sum += loss_value * static_cast<double>(batch.size(0));
       correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
       seen += batch.size(0);

@@ -23,6 +23,11 @@ struct EpochRecord {
   double images_per_second = 0;
 };
 
+/// Calls into the training loop, for stages that constrain the weights (pruning masks).
+struct TrainHooks {
+  std::function<void()> after_step;  ///< after every optimizer step
+};
+
 /// Learning rate at `step` of `total_steps` (steps are batches; `steps_per_epoch` for the step schedule).
 double learning_rate_at(const TrainConfig& config, int64_t step, int64_t steps_per_epoch, int64_t total_steps);
 
@@ -30,7 +35,8 @@ double learning_rate_at(const TrainConfig& config, int64_t step, int64_t steps_p
 /// Deterministic in `seed` (shuffling, augmentation, dropout). Throws Error when the loss becomes NaN or infinite.
 std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data, const TrainConfig& config,
                                      bool augment, uint64_t seed,
-                                     const std::function<void(const EpochRecord&)>& on_epoch = {});
+                                     const std::function<void(const EpochRecord&)>& on_epoch = {},
+                                     const TrainHooks& hooks = {});
 
 /// Top-1 accuracy in percent of `model` (in eval mode) on `dataset`.
 double evaluate_accuracy(GraphModule& model, const Dataset& dataset, const std::vector<double>& mean,

@@ -1,0 +1,76 @@
+// Pruning of a GraphModule: unstructured magnitude masks (local or global) held through fine-tuning, and structured
+// pruning (filter by L1/L2 norm, block by average magnitude of coupled channel groups) that rebuilds a dense,
+// smaller network.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "edgesweep/workers/compress/channel_groups.h"
+#include "edgesweep/workers/graph_module.h"
+
+namespace edgesweep {
+
+/// Nodes whose weights unstructured pruning may zero: every conv and linear (their weights, not biases).
+std::vector<int> prunable_layers(const Graph& graph);
+
+/// Keep-masks (1 keeps, 0 prunes) of the weights of `nodes`, one per node, shaped like the weight.
+struct WeightMasks {
+  std::vector<int> nodes;
+  std::vector<torch::Tensor> masks;
+};
+
+/// Masks that zero the smallest |w|: round(sparsity * numel) per layer (local), or round(sparsity * total) across all
+/// prunable layers under one threshold (global). Ties go to the earlier layer and the lower flat index. Weights
+/// already zeroed by `previous` are pruned first, so a growing schedule never revives them.
+WeightMasks magnitude_masks(const GraphModule& model, double sparsity, bool global,
+                            const WeightMasks* previous = nullptr);
+
+/// Multiplies each masked weight by its mask (in place, without autograd).
+void apply_masks(const GraphModule& model, const WeightMasks& masks);
+
+/// Zero weights of one prunable layer.
+struct LayerSparsity {
+  std::string name;
+  int64_t zeros = 0;
+  int64_t total = 0;
+  double percent() const { return total > 0 ? 100.0 * static_cast<double>(zeros) / static_cast<double>(total) : 0; }
+};
+
+/// Sparsity of every prunable layer's weight, in node order.
+std::vector<LayerSparsity> measure_sparsity(const GraphModule& model);
+
+/// How channel units are ranked.
+enum class ChannelImportance {
+  L1,     ///< L1 norm of the producing filter
+  L2,     ///< L2 norm of the producing filter
+  Block,  ///< mean |w| of every weight tied to the unit: producers' filters, depthwise filters, consumers' slices
+};
+
+/// Importance of every unit of `analysis` (indexed by unit id). L1/L2 are defined only for units of single-producer
+/// groups; other units get 0 and must not be selected with them.
+std::vector<double> channel_importance(const GraphModule& model, const ChannelAnalysis& analysis,
+                                       ChannelImportance importance);
+
+struct ChannelSelection {
+  double sparsity = 0;   ///< share of units removed: per group (local) or over all eligible groups (global)
+  bool global = false;
+  int64_t round_to = 1;  ///< units kept per group are rounded up to a multiple of this (capped at the group size)
+  bool coupled = true;   ///< true: every prunable group is eligible (block); false: single-producer groups (filter)
+};
+
+/// Marks (by unit id) the weakest units to remove. Every eligible group keeps at least one unit.
+std::vector<bool> select_units(const ChannelAnalysis& analysis, const std::vector<double>& importance,
+                               const ChannelSelection& selection);
+
+/// A new, dense GraphModule without the removed units, holding copies of the surviving weights and statistics.
+GraphModule rebuild_without(const GraphModule& model, const ChannelAnalysis& analysis,
+                            const std::vector<bool>& removed);
+
+/// Structured pruning in one call: analyse, rank by `importance`, select and rebuild.
+GraphModule prune_channels(const GraphModule& model, ChannelImportance importance, const ChannelSelection& selection);
+
+}  // namespace edgesweep
