@@ -57,7 +57,7 @@ std::vector<double> channel_importance(const GraphModule& model, const ChannelAn
 
 struct ChannelSelection {
   double sparsity = 0;   ///< share of units removed: per group (local) or over all eligible groups (global)
-  bool global = false;
+  bool global = false;   ///< global: one ranking of all units by importance divided by their group's mean
   int64_t round_to = 1;  ///< units kept per group are rounded up to a multiple of this (capped at the group size)
   bool coupled = true;   ///< true: every prunable group is eligible (block); false: single-producer groups (filter)
 };
