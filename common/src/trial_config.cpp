@@ -6,53 +6,6 @@
 
 namespace edgesweep {
 
-void to_json(Json& j, const DataConfig& c) {
-  j = Json{{"dataset", c.dataset},           {"path", c.path},       {"train_subset", c.train_subset},
-           {"test_subset", c.test_subset},   {"val_fraction", c.val_fraction}, {"augment", c.augment},
-           {"image_size", c.image_size},     {"channels", c.channels}, {"test_fraction", c.test_fraction}};
-}
-
-void from_json(const Json& j, DataConfig& c) {
-  j.at("dataset").get_to(c.dataset);
-  j.at("path").get_to(c.path);
-  j.at("train_subset").get_to(c.train_subset);
-  j.at("test_subset").get_to(c.test_subset);
-  j.at("val_fraction").get_to(c.val_fraction);
-  j.at("augment").get_to(c.augment);
-  j.at("image_size").get_to(c.image_size);
-  j.at("channels").get_to(c.channels);
-  j.at("test_fraction").get_to(c.test_fraction);
-}
-
-void to_json(Json& j, const ModelConfig& c) { j = Json{{"arch", c.arch}, {"width", c.width}, {"layers", c.layers}}; }
-
-void from_json(const Json& j, ModelConfig& c) {
-  j.at("arch").get_to(c.arch);
-  j.at("width").get_to(c.width);
-  c.layers = j.value("layers", Json::array());
-}
-
-void to_json(Json& j, const TrainConfig& c) {
-  j = Json{{"epochs", c.epochs},     {"lr", c.lr},
-           {"optimizer", c.optimizer}, {"momentum", c.momentum},
-           {"nesterov", c.nesterov}, {"weight_decay", c.weight_decay},
-           {"batch_size", c.batch_size}, {"lr_schedule", c.lr_schedule},
-           {"step_size", c.step_size}, {"gamma", c.gamma}};
-}
-
-void from_json(const Json& j, TrainConfig& c) {
-  j.at("epochs").get_to(c.epochs);
-  j.at("lr").get_to(c.lr);
-  j.at("optimizer").get_to(c.optimizer);
-  j.at("momentum").get_to(c.momentum);
-  j.at("nesterov").get_to(c.nesterov);
-  j.at("weight_decay").get_to(c.weight_decay);
-  j.at("batch_size").get_to(c.batch_size);
-  j.at("lr_schedule").get_to(c.lr_schedule);
-  j.at("step_size").get_to(c.step_size);
-  j.at("gamma").get_to(c.gamma);
-}
-
 void to_json(Json& j, const StageConfig& c) {
   j = c.params;
   j["stage"] = c.stage;
@@ -61,18 +14,6 @@ void to_json(Json& j, const StageConfig& c) {
 void from_json(const Json& j, StageConfig& c) {
   j.at("stage").get_to(c.stage);
   c.params = j;
-}
-
-void to_json(Json& j, const TrialConfig& c) {
-  j = Json{{"seed", c.seed}, {"data", c.data}, {"model", c.model}, {"baseline", c.baseline}, {"pipeline", c.pipeline}};
-}
-
-void from_json(const Json& j, TrialConfig& c) {
-  j.at("seed").get_to(c.seed);
-  j.at("data").get_to(c.data);
-  j.at("model").get_to(c.model);
-  j.at("baseline").get_to(c.baseline);
-  j.at("pipeline").get_to(c.pipeline);
 }
 
 std::string json_hash(const Json& value) { return sha256_hex(value.dump()); }

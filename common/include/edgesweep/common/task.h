@@ -52,13 +52,10 @@ struct TaskResult {
   bool cached = false;  ///< baselines: taken from the cache, not trained
 };
 
-void to_json(Json& j, const Task& t);
-void from_json(const Json& j, Task& t);
-void to_json(Json& j, const Metric& m);
-void from_json(const Json& j, Metric& m);
-void to_json(Json& j, const ArtifactRecord& a);
-void from_json(const Json& j, ArtifactRecord& a);
-void to_json(Json& j, const TaskResult& r);
-void from_json(const Json& j, TaskResult& r);
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Task, kind, trial_id, config, results_dir, baseline_path, baseline_sha256, cache_dir,
+                                   threads, eval_batch_size)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Metric, step, name, value)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ArtifactRecord, kind, path, sha256, bytes, params, macs, format, metadata)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TaskResult, trial_id, ok, error, metrics, artifacts, seconds, cached)
 
 }  // namespace edgesweep

@@ -55,16 +55,15 @@ struct TrialConfig {
   std::vector<StageConfig> pipeline;
 };
 
-void to_json(Json& j, const DataConfig& c);
-void from_json(const Json& j, DataConfig& c);
-void to_json(Json& j, const ModelConfig& c);
-void from_json(const Json& j, ModelConfig& c);
-void to_json(Json& j, const TrainConfig& c);
-void from_json(const Json& j, TrainConfig& c);
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(DataConfig, dataset, path, train_subset, test_subset, val_fraction, augment,
+                                   image_size, channels, test_fraction)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ModelConfig, arch, width, layers)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TrainConfig, epochs, lr, optimizer, momentum, nesterov, weight_decay, batch_size,
+                                   lr_schedule, step_size, gamma)
+/// A stage's JSON form is its parameter object, which includes "stage".
 void to_json(Json& j, const StageConfig& c);
 void from_json(const Json& j, StageConfig& c);
-void to_json(Json& j, const TrialConfig& c);
-void from_json(const Json& j, TrialConfig& c);
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TrialConfig, seed, data, model, baseline, pipeline)
 
 /// Content hash (sha256 hex) of a JSON value in canonical form (sorted keys, no spaces).
 std::string json_hash(const Json& value);
