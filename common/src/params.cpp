@@ -75,6 +75,27 @@ std::vector<ParamSpec> training_params(int epochs, double lr, bool sweepable) {
   };
 }
 
+/// The knowledge-distillation settings shared by the distill stage and the fine-tuning of the prune stage.
+std::vector<ParamSpec> distillation_params() {
+  return {
+      real("temperature", 4.0, 0.0, 100.0, true,
+           "distillation: softmax temperature T applied to the teacher's and the student's logits", true),
+      real("alpha", 0.7, 0.0, 1.0, true,
+           "distillation: weight of the T^2-scaled KL term; 1 - alpha weighs cross-entropy on the labels"),
+  };
+}
+
+/// The distill stage: Hinton knowledge distillation from the trial's baseline, with its training keys.
+std::vector<ParamSpec> distill_params() {
+  std::vector<ParamSpec> params = {
+      text("teacher", "baseline", {"baseline"}, false,
+           "baseline: the trial's trained baseline, run in eval mode without gradients"),
+  };
+  for (ParamSpec& p : distillation_params()) params.push_back(std::move(p));
+  for (ParamSpec& p : training_params(1, 0.01, true)) params.push_back(std::move(p));
+  return params;
+}
+
 /// The prune stage: what to remove, how much, on which schedule, and the fine-tuning in between. Fine-tuning takes
 /// the finetune stage's training keys with `finetune_epochs` in place of `epochs` (one name for one meaning).
 std::vector<ParamSpec> prune_params() {
@@ -82,26 +103,78 @@ std::vector<ParamSpec> prune_params() {
                             "share removed: of prunable weights (magnitude-*), of the channels of each prunable group "
                             "(filter/block, local allocation) or of all prunable channels (global allocation)");
   sparsity.max_exclusive = true;
+  ParamSpec agp_initial = real("agp_initial_sparsity", 0.0, 0.0, 1.0, true,
+                               "agp: sparsity s_i applied before the first step (0 for movement)");
+  agp_initial.max_exclusive = true;
   std::vector<ParamSpec> params = {
-      text("method", nullptr, {"magnitude-local", "magnitude-global", "l1-filter", "l2-filter", "block"}, true,
+      text("method", nullptr,
+           {"magnitude-local", "magnitude-global", "movement", "l1-filter", "l2-filter", "block", "node"}, true,
            "magnitude-local/-global: zero the smallest conv and linear weights per layer or under one threshold; "
+           "movement: zero the conv and linear weights with the lowest movement score -sum(grad * weight) gathered "
+           "during fine-tuning (schedule = \"agp\"; meant for transfer learning, where weights move from "
+           "pretrained values; `allocation` picks per layer or one threshold); "
            "l1-filter/l2-filter: remove whole filters of uncoupled convs by norm; block: remove coupled channel "
-           "groups (residual adds, concats, depthwise convs) by average weight magnitude"),
+           "groups (residual adds, concats, depthwise convs) by average weight magnitude; node: remove whole neurons "
+           "of hidden linear layers by the L2 norm of their incoming weights (the next layer shrinks too)"),
       sparsity,
       text("allocation", "local", {"local", "global"}, true,
-           "filter/block: the same share in every group (local) or one ranking of all channels (global); "
-           "ignored by magnitude-* (their name says it)"),
+           "filter/block/node: the same share in every group (local) or one ranking of all channels (global); "
+           "movement: per layer (local) or one threshold (global); ignored by magnitude-* (their name says it)"),
       integer("round_to", 1, 1, 4096, true,
               "filter/block: channels kept per group are rounded up to a multiple of this (8 for hardware-friendly "
               "shapes), never above the original count"),
-      text("schedule", "one-shot", {"one-shot", "iterative"}, true,
-           "one-shot: prune once, then fine-tune; iterative: `steps` rounds of pruning and fine-tuning"),
+      text("schedule", "one-shot", {"one-shot", "iterative", "agp"}, true,
+           "one-shot: prune once, then fine-tune; iterative: `steps` rounds of pruning and fine-tuning; agp "
+           "(magnitude-*, movement): masks grow during fine-tuning on Zhu & Gupta's cubic schedule "
+           "s_t = s_f + (s_i - s_f)(1 - t / (n dt))^3, s_i = agp_initial_sparsity, s_f = sparsity"),
       integer("steps", 3, 1, 100, true,
               "iterative: rounds; the share grows linearly to `sparsity` for filter/block and geometrically "
               "(the same share of the remaining weights each round) for magnitude-*"),
       integer("finetune_epochs", 1, 0, 1000, true, "fine-tuning epochs after each pruning round (masks held)"),
+      agp_initial,
+      integer("agp_frequency", 10, 1, 1000000, true, "agp: optimizer steps dt between mask updates"),
+      real("agp_ramp", 0.75, 0.0, 1.0, true,
+           "agp: share of the fine-tuning steps over which sparsity rises to s_f (n = ramp steps / dt); the rest "
+           "fine-tunes with the final masks", true),
   };
   for (ParamSpec& p : training_params(1, 0.01, true)) {
+    if (p.name != "epochs") params.push_back(std::move(p));
+  }
+  params.push_back(boolean("distill", false, true,
+                           "fine-tune with knowledge distillation from the baseline (temperature, alpha) instead of "
+                           "cross-entropy alone"));
+  for (ParamSpec& p : distillation_params()) params.push_back(std::move(p));
+  return params;
+}
+
+/// The quantize stage: what is quantized (mode), for which engine, how activation ranges are found, and the
+/// fine-tuning of quantization-aware training (the finetune stage's training keys with `qat_epochs` for `epochs`).
+std::vector<ParamSpec> quantize_params() {
+  std::vector<ParamSpec> params = {
+      text("mode", nullptr, {"none", "dynamic-fp16", "dynamic-int8", "static-int8", "qat-int8"}, true,
+           "none: the model passes through unchanged; dynamic-fp16: weights stored in fp16 and cast to fp32 when "
+           "used (half the file, same speed); dynamic-int8: linear layers run int8 with activations quantized per "
+           "batch, convs stay fp32; static-int8: batch norms folded, activations calibrated, every conv and linear "
+           "runs int8; qat-int8: static-int8 after fine-tuning with fake quantization"),
+      text("engine", "onednn", {"onednn", "qnnpack"}, true,
+           "quantized kernels the weights are packed for: onednn (x86) or qnnpack (ARM); recorded in the artifact, "
+           "whose outputs differ slightly between engines"),
+      text("observer", "minmax", {"minmax", "moving-average", "histogram"}, true,
+           "static/qat: activation range from the min and max seen, their moving average over batches, or the "
+           "[100 - percentile, percentile] percentiles of a histogram of every value (clips outliers)"),
+      real("percentile", 99.99, 50.0, 100.0, true, "observer = histogram: the percentile kept", true),
+      boolean("per_channel", true, true,
+              "int8 weights with one scale per output channel (true) or one per tensor (false); symmetric either way"),
+      integer("calibration_batches", 16, 1, 100000, true,
+              "static/qat: training batches of `batch_size` images run through the model to set activation ranges"),
+      integer("qat_epochs", 2, 0, 1000, true,
+              "qat-int8: fine-tuning epochs with fake-quantized weights and activations (batch norms are folded into "
+              "the convs before)"),
+      integer("freeze_observers_epoch", 2, 1, 1000, true,
+              "qat-int8: activation observers keep updating on training batches before this epoch (1-based) and are "
+              "frozen from it on; 1 keeps the calibrated ranges throughout"),
+  };
+  for (ParamSpec& p : training_params(1, 0.005, true)) {
     if (p.name != "epochs") params.push_back(std::move(p));
   }
   return params;
@@ -150,6 +223,9 @@ std::map<std::string, SectionSpec> make_sections() {
                          text("results_dir", "", {}, false, "where the database and artifacts go (default results/<name>)"),
                          integer("eval_batch_size", 256, 1, 65536, false, "batch size of evaluation passes"),
                          integer("max_attempts", 1, 1, 100, false, "attempts of a trial in one run before it stays failed"),
+                         real("latency_seconds", 0.5, 0.0, 60.0, false,
+                              "in-process latency of every artifact: about this long per batch size (1 and 32), a "
+                              "quarter warm-up; 0 disables"),
                      }};
   return sections;
 }
@@ -161,6 +237,8 @@ std::map<std::string, SectionSpec> make_stages() {
       boolean("reinitialize", true, false, "start from fresh weights (false: continue from the incoming model)"));
   stages["finetune"] = {"finetune", training_params(1, 0.01, true)};
   stages["prune"] = {"prune", prune_params()};
+  stages["quantize"] = {"quantize", quantize_params()};
+  stages["distill"] = {"distill", distill_params()};
   return stages;
 }
 
@@ -216,7 +294,7 @@ const SectionSpec& stage_spec(const std::string& stage) {
   return it->second;
 }
 
-std::vector<std::string> stage_names() { return {"finetune", "prune", "train"}; }
+std::vector<std::string> stage_names() { return {"distill", "finetune", "prune", "quantize", "train"}; }
 
 const SectionSpec& layer_spec() {
   static const SectionSpec spec = make_layer_spec();

@@ -98,6 +98,7 @@ class Scheduler {
       task.results_dir = spec_.run.results_dir.string();
       task.cache_dir = (spec_.run.results_dir.parent_path() / "cache").string();
       task.eval_batch_size = spec_.run.eval_batch_size;
+      task.latency_seconds = spec_.run.latency_seconds;
       // Cores are shared by the tasks that will run side by side: the running ones and those about to start.
       const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
       const int64_t side_by_side = std::max<int64_t>(1, std::min(workers, count(TrialStatus::Running) + runnable()));

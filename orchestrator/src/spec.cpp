@@ -426,6 +426,7 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
       results_dir.empty() ? std::filesystem::path("results") / spec.name : std::filesystem::path(results_dir);
   spec.run.eval_batch_size = run["eval_batch_size"].get<int64_t>();
   spec.run.max_attempts = run["max_attempts"].get<int64_t>();
+  spec.run.latency_seconds = run["latency_seconds"].get<double>();
 
   const Json trial = {{"seed", spec.seed},
                       {"data", sections["data"]},

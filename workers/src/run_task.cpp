@@ -11,6 +11,8 @@
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/hash.h"
 #include "edgesweep/workers/compress/compressed_size.h"
+#include "edgesweep/workers/compress/quantize.h"
+#include "edgesweep/workers/measure_latency.h"
 #include "edgesweep/workers/stages.h"
 #include "edgesweep/workers/torchscript.h"
 #include "edgesweep/workers/trainer.h"
@@ -52,13 +54,20 @@ Json model_metadata(const GraphModule& model, const DataSplits& data, const Task
               {"precision", "fp32"}};
 }
 
-/// Saves `model` under results_dir/artifacts/<sha256>.pt and describes it.
-ArtifactRecord write_artifact(const GraphModule& model, const Json& metadata, const Task& task,
-                              const std::string& kind) {
+/// Saves `model` (or, when given, the `scripted` module a quantize stage made of it) under
+/// results_dir/artifacts/<sha256>.pt and describes it.
+ArtifactRecord write_artifact(const GraphModule& model, Json metadata, const Task& task, const std::string& kind,
+                              const ScriptedModel* scripted = nullptr) {
   const fs::path dir = fs::path(task.results_dir) / "artifacts";
   fs::create_directories(dir);
   const fs::path staging = dir / fmt::format("staging-{}-{}.pt", task.kind, task.trial_id);
-  save_torchscript(model, metadata, staging);
+  if (scripted) {
+    metadata["precision"] = scripted->precision;
+    metadata["quantized_engine"] = scripted->engine;
+    save_scripted_model(*scripted, metadata, staging);
+  } else {
+    save_torchscript(model, metadata, staging);
+  }
   ArtifactRecord record;
   record.kind = kind;
   record.sha256 = sha256_file(staging);
@@ -147,6 +156,10 @@ void run_baseline(const Task& task, TaskResult& result) {
   const ArtifactRecord artifact = write_artifact(model, model_metadata(model, *data, task, accuracy), task, "baseline");
   metrics.push_back({-1, "model_bytes", static_cast<double>(artifact.bytes)});
   metrics.push_back({-1, "compressed_bytes", static_cast<double>(compressed_artifact_size(task, artifact))});
+  for (Metric& m : measure_artifact_latency(fs::path(task.results_dir) / artifact.path, data->input_shape,
+                                            task.latency_seconds, task.threads)) {
+    metrics.push_back(std::move(m));
+  }
   result.metrics = std::move(metrics);
   result.artifacts.push_back(artifact);
   store_in_cache(task, result);
@@ -165,6 +178,7 @@ void run_trial(const Task& task, TaskResult& result) {
   GraphModule model = start.model;
   std::vector<Metric> metrics;
   StageContext context{*data, task.config, baseline.model, 0, 0, &metrics};
+  check_quantize_pipeline(task.config);  // before any stage trains
   for (size_t i = 0; i < task.config.pipeline.size(); ++i) {
     const StageConfig& stage = task.config.pipeline[i];
     context.stage_index = static_cast<int>(i);
@@ -174,8 +188,17 @@ void run_trial(const Task& task, TaskResult& result) {
       rethrow_with_context(fmt::format("stage {} ({})", i, stage.stage));
     }
   }
-  const double accuracy = evaluate_accuracy(model, data->test, data->mean, data->std, task.eval_batch_size);
-  const ArtifactRecord artifact = write_artifact(model, model_metadata(model, *data, task, accuracy), task, "model");
+  ScriptedModel* scripted = context.scripted.get();
+  const double accuracy =
+      scripted ? evaluate_scripted_accuracy(*scripted, data->test, data->mean, data->std, task.eval_batch_size)
+               : evaluate_accuracy(model, data->test, data->mean, data->std, task.eval_batch_size);
+  const ArtifactRecord artifact =
+      write_artifact(model, model_metadata(model, *data, task, accuracy), task, "model", scripted);
+  // A quantized artifact's weights are repacked for the engine active when it is loaded.
+  std::unique_ptr<QEngineGuard> engine;
+  if (scripted && scripted->engine != "none") {
+    engine = std::make_unique<QEngineGuard>(engine_from_name(scripted->engine));
+  }
   metrics.push_back({-1, "test_accuracy", accuracy});
   metrics.push_back({-1, "baseline_test_accuracy", baseline_accuracy});
   metrics.push_back({-1, "accuracy_drop", baseline_accuracy - accuracy});
@@ -183,6 +206,10 @@ void run_trial(const Task& task, TaskResult& result) {
   metrics.push_back({-1, "macs", static_cast<double>(artifact.macs)});
   metrics.push_back({-1, "model_bytes", static_cast<double>(artifact.bytes)});
   metrics.push_back({-1, "compressed_bytes", static_cast<double>(compressed_artifact_size(task, artifact))});
+  for (Metric& m : measure_artifact_latency(fs::path(task.results_dir) / artifact.path, data->input_shape,
+                                            task.latency_seconds, task.threads)) {
+    metrics.push_back(std::move(m));
+  }
   result.metrics = std::move(metrics);
   result.artifacts.push_back(artifact);
 }

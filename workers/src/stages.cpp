@@ -3,17 +3,20 @@
 
 #include <cmath>
 #include <map>
+#include <memory>
 
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/params.h"
+#include "edgesweep/workers/compress/distill.h"
 #include "edgesweep/workers/compress/prune.h"
+#include "edgesweep/workers/compress/prune_gradual.h"
+#include "edgesweep/workers/compress/quantize.h"
 #include "edgesweep/workers/trainer.h"
 #include "edgesweep/workers/zoo.h"
 
 namespace edgesweep {
-namespace {
 
 void record_epochs(const std::vector<EpochRecord>& epochs, StageContext& context) {
   for (const EpochRecord& e : epochs) {
@@ -31,6 +34,8 @@ void record_epochs(const std::vector<EpochRecord>& epochs, StageContext& context
 uint64_t stage_seed(const StageContext& context) {
   return context.trial.seed * 1000003ULL + static_cast<uint64_t>(context.stage_index) + 1;
 }
+
+namespace {
 
 GraphModule finetune_stage(GraphModule model, const StageConfig& stage, StageContext& context) {
   const TrainConfig config = train_config_from_params(stage.params);
@@ -54,27 +59,42 @@ struct PruneSettings {
   int64_t round_to = 1;
   int64_t rounds = 1;  ///< 1 for one-shot, `steps` for iterative
   TrainConfig finetune;
-  bool unstructured() const { return method == "magnitude-local" || method == "magnitude-global"; }
+  bool distill = false;  ///< fine-tune against the baseline as teacher
+  DistillSettings distillation;
+  bool gradual = false;  ///< schedule = "agp": masks grow during fine-tuning
+  GradualSchedule agp;
+  int64_t agp_steps = 0;  ///< optimizer steps of the fine-tuning run the schedule spans
+  bool unstructured() const {
+    return method == "magnitude-local" || method == "magnitude-global" || method == "movement";
+  }
 };
 
-PruneSettings read_prune_settings(const Json& params, const Graph& graph) {
+PruneSettings read_prune_settings(const Json& params, const Graph& graph, int64_t train_size) {
   PruneSettings s;
   s.method = params.at("method").get<std::string>();
-  const bool known = s.unstructured() || s.method == "l1-filter" || s.method == "l2-filter" || s.method == "block";
-  check_input(known, "prune: 'method' is \"{}\", expected one of: magnitude-local, magnitude-global, l1-filter, "
-              "l2-filter, block", s.method);
+  const bool known = s.unstructured() || s.method == "l1-filter" || s.method == "l2-filter" || s.method == "block" ||
+                     s.method == "node";
+  check_input(known, "prune: 'method' is \"{}\", expected one of: magnitude-local, magnitude-global, movement, "
+              "l1-filter, l2-filter, block, node", s.method);
   s.sparsity = params.at("sparsity").get<double>();
   check_input(s.sparsity >= 0 && s.sparsity < 1, "prune: 'sparsity' = {} is out of range: must be >= 0 and < 1",
               s.sparsity);
   const std::string allocation = params.at("allocation").get<std::string>();
   check_input(allocation == "local" || allocation == "global",
               "prune: 'allocation' is \"{}\", expected local or global", allocation);
-  s.global = s.unstructured() ? s.method == "magnitude-global" : allocation == "global";
+  s.global = s.unstructured() && s.method != "movement" ? s.method == "magnitude-global" : allocation == "global";
   s.round_to = params.at("round_to").get<int64_t>();
   check_input(s.round_to >= 1, "prune: 'round_to' = {} must be >= 1", s.round_to);
   const std::string schedule = params.at("schedule").get<std::string>();
-  check_input(schedule == "one-shot" || schedule == "iterative",
-              "prune: 'schedule' is \"{}\", expected one-shot or iterative", schedule);
+  check_input(schedule == "one-shot" || schedule == "iterative" || schedule == "agp",
+              "prune: 'schedule' is \"{}\", expected one-shot, iterative or agp", schedule);
+  s.gradual = schedule == "agp";
+  check_input(!s.gradual || s.unstructured(),
+              "prune: schedule 'agp' grows weight masks during fine-tuning and applies to magnitude-local, "
+              "magnitude-global and movement, not to method '{}'; hint: use one-shot or iterative", s.method);
+  check_input(s.gradual || s.method != "movement",
+              "prune: method 'movement' scores weights during fine-tuning and needs schedule = \"agp\", got \"{}\"",
+              schedule);
   const int64_t steps = params.at("steps").get<int64_t>();
   check_input(steps >= 1, "prune: 'steps' = {} must be >= 1", steps);
   s.rounds = schedule == "iterative" ? steps : 1;
@@ -83,13 +103,41 @@ PruneSettings read_prune_settings(const Json& params, const Graph& graph) {
   Json training = params;
   training["epochs"] = epochs;
   s.finetune = train_config_from_params(training);
+  s.distill = params.value("distill", false);
+  if (s.distill) s.distillation = read_distill_settings(params, "prune");
+  if (s.gradual) {
+    check_input(epochs >= 1, "prune: schedule 'agp' prunes during fine-tuning and needs 'finetune_epochs' >= 1");
+    s.agp.initial_sparsity = params.at("agp_initial_sparsity").get<double>();
+    s.agp.final_sparsity = s.sparsity;
+    s.agp.frequency = params.at("agp_frequency").get<int64_t>();
+    s.agp.ramp = params.at("agp_ramp").get<double>();
+    s.agp.global = s.global;
+    s.agp.movement = s.method == "movement";
+    check_input(s.agp.initial_sparsity <= s.sparsity,
+                "prune: 'agp_initial_sparsity' = {} is above 'sparsity' = {}; the schedule only grows",
+                s.agp.initial_sparsity, s.sparsity);
+    check_input(!s.agp.movement || s.agp.initial_sparsity == 0,
+                "prune: 'agp_initial_sparsity' = {} with method 'movement': movement scores start at zero, so the "
+                "initial sparsity must be 0", s.agp.initial_sparsity);
+    check_input(s.agp.frequency >= 1, "prune: 'agp_frequency' = {} must be >= 1", s.agp.frequency);
+    check_input(s.agp.ramp > 0 && s.agp.ramp <= 1, "prune: 'agp_ramp' = {} must be in (0, 1]", s.agp.ramp);
+    const int64_t steps_per_epoch = (train_size + s.finetune.batch_size - 1) / s.finetune.batch_size;
+    s.agp_steps = steps_per_epoch * epochs;
+    check_input(s.agp.frequency <= s.agp_steps,
+                "prune: 'agp_frequency' = {} exceeds the {} optimizer steps of fine-tuning ({} epochs of {} "
+                "batches); no mask update would happen", s.agp.frequency, s.agp_steps, epochs, steps_per_epoch);
+  }
   if (!s.unstructured()) {
-    const ChannelAnalysis analysis = analyze_channel_groups(graph);
+    const ChannelAnalysis analysis = s.method == "node"
+                                         ? restrict_to_linear_groups(graph, analyze_channel_groups(graph))
+                                         : analyze_channel_groups(graph);
     const bool coupled = s.method == "block";
     int64_t prunable = 0;
     for (const ChannelGroup& group : analysis.groups) {
       if ((coupled ? group.prunable : group.single_producer()) && group.size() > 1) prunable += group.size();
     }
+    check_input(prunable > 0 || s.method != "node",
+                "prune: method 'node' finds no hidden linear layer with neurons it can remove in this model");
     check_input(prunable > 0,
                 "prune: method '{}' finds no channel group it can prune in this model (every group is {}){}",
                 s.method, coupled ? "tied to the input or output or a grouped conv" : "coupled or fixed",
@@ -107,7 +155,10 @@ double scheduled_sparsity(double target, int64_t round, int64_t rounds, bool uns
 }
 
 GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContext& context) {
-  const PruneSettings settings = read_prune_settings(stage.params, model->graph());
+  const PruneSettings settings = read_prune_settings(stage.params, model->graph(), context.data.train.size());
+  const TrainLoss distillation =
+      settings.distill ? make_distillation_loss(context.baseline, model->graph(), settings.distillation, "prune")
+                       : TrainLoss();
   int prune_stages = 0;
   for (const StageConfig& s : context.trial.pipeline) prune_stages += s.stage == "prune" ? 1 : 0;
   const std::string prefix = prune_stages > 1 ? fmt::format("stage{}/", context.stage_index) : "";
@@ -129,7 +180,10 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
   double reached = 0;
   for (int64_t round = 1; round <= settings.rounds; ++round) {
     const double target = scheduled_sparsity(settings.sparsity, round, settings.rounds, settings.unstructured());
-    if (settings.unstructured()) {
+    std::unique_ptr<GradualPruner> gradual;
+    if (settings.gradual) {
+      gradual = std::make_unique<GradualPruner>(model, settings.agp, settings.agp_steps);
+    } else if (settings.unstructured()) {
       masks = magnitude_masks(model, target, settings.global, round > 1 ? &masks : nullptr);
       apply_masks(model, masks);
     } else {
@@ -139,13 +193,14 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
       selection.global = settings.global;
       selection.round_to = settings.round_to;
       selection.coupled = settings.method == "block";
-      model = prune_channels(model, importance, selection);
+      model = settings.method == "node" ? prune_nodes(model, selection) : prune_channels(model, importance, selection);
     }
     reached = target;
     if (round == settings.rounds && validate) record("val_accuracy_after_prune", val_accuracy());
     if (settings.finetune.epochs > 0) {
-      TrainHooks hooks;
-      if (settings.unstructured()) hooks.after_step = [&] { apply_masks(model, masks); };
+      TrainHooks hooks = gradual ? gradual->hooks() : TrainHooks();
+      if (settings.unstructured() && !gradual) hooks.after_step = [&] { apply_masks(model, masks); };
+      hooks.loss = distillation;
       record_epochs(train_model(model, data, settings.finetune, context.trial.data.augment,
                                 stage_seed(context) + static_cast<uint64_t>(round), {}, hooks),
                     context);
@@ -179,6 +234,8 @@ const StageFunction& find_stage(const std::string& name) {
       {"train", train_stage},
       {"finetune", finetune_stage},
       {"prune", prune_stage},
+      {"distill", distill_stage},
+      {"quantize", quantize_stage},
   };
   auto it = stages.find(name);
   if (it == stages.end()) stage_spec(name);  // throws InputError listing the known stages

@@ -64,11 +64,13 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
       const auto labels = data.train.labels.index_select(0, batch);
       optimizer->zero_grad();
       const auto logits = model->forward(inputs);
-      const auto loss = torch::nn::functional::cross_entropy(logits, labels);
+      const auto loss =
+          hooks.loss ? hooks.loss(logits, labels, inputs) : torch::nn::functional::cross_entropy(logits, labels);
       const double loss_value = loss.item<double>();
       check(std::isfinite(loss_value), "loss became {} at epoch {}, batch {} (learning rate {}); training diverged",
             loss_value, epoch, step - (epoch - 1) * steps_per_epoch + 1, lr);
       loss.backward();
+      if (hooks.after_backward) hooks.after_backward();
       optimizer->step();
       if (hooks.after_step) hooks.after_step();
       loss_sum += loss_value * static_cast<double>(batch.size(0));

@@ -1,6 +1,7 @@
-// Unstructured magnitude pruning: masks of the smallest conv and linear weights, per layer or under one global
-// threshold, and sparsity measurement.
+// Unstructured pruning: masks of the conv and linear weights with the smallest scores (magnitude, or any other
+// per-weight importance), per layer or under one global threshold, and sparsity measurement.
 #include <cmath>
+#include <limits>
 
 #include <torch/torch.h>
 
@@ -32,16 +33,27 @@ std::vector<int> prunable_layers(const Graph& graph) {
 }
 
 WeightMasks magnitude_masks(const GraphModule& model, double sparsity, bool global, const WeightMasks* previous) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> magnitudes;
+  for (int node : prunable_layers(model->graph())) magnitudes.push_back(model->weight(node).detach().abs());
+  return lowest_score_masks(model, magnitudes, sparsity, global, previous);
+}
+
+WeightMasks lowest_score_masks(const GraphModule& model, const std::vector<torch::Tensor>& importance,
+                               double sparsity, bool global, const WeightMasks* previous) {
   check_input(sparsity >= 0 && sparsity < 1, "sparsity must be in [0, 1), got {}", sparsity);
   torch::NoGradGuard no_grad;
   WeightMasks result;
   result.nodes = prunable_layers(model->graph());
+  EDGESWEEP_ASSERT(importance.size() == result.nodes.size());
   std::vector<torch::Tensor> scores;
   for (size_t k = 0; k < result.nodes.size(); ++k) {
-    auto score = model->weight(result.nodes[k]).detach().abs().flatten().to(torch::kFloat64);
+    EDGESWEEP_ASSERT(importance[k].sizes() == model->weight(result.nodes[k]).sizes());
+    auto score = importance[k].detach().flatten().to(torch::kFloat64);
     if (previous != nullptr) {
       EDGESWEEP_ASSERT(previous->nodes == result.nodes);
-      score.masked_fill_(previous->masks[k].flatten().eq(0), -1.0);  // already pruned: first in line
+      // Already pruned: first in line, below any score.
+      score.masked_fill_(previous->masks[k].flatten().eq(0), -std::numeric_limits<double>::infinity());
     }
     scores.push_back(score);
   }

@@ -21,6 +21,7 @@ struct Task {
   std::string cache_dir;      ///< folder of cached baselines (by content hash); empty: no cache
   int64_t threads = 1;        ///< LibTorch threads for this task
   int64_t eval_batch_size = 256;
+  double latency_seconds = 0;  ///< in-process latency of the artifact, per batch size (0: not measured)
 };
 
 /// One value recorded for a trial: per epoch (step >= 1) or final (step = -1).
@@ -53,7 +54,7 @@ struct TaskResult {
 };
 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Task, kind, trial_id, config, results_dir, baseline_path, baseline_sha256, cache_dir,
-                                   threads, eval_batch_size)
+                                   threads, eval_batch_size, latency_seconds)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Metric, step, name, value)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ArtifactRecord, kind, path, sha256, bytes, params, macs, format, metadata)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TaskResult, trial_id, ok, error, metrics, artifacts, seconds, cached)

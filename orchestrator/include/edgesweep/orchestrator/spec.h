@@ -23,6 +23,7 @@ struct RunSettings {
   std::filesystem::path results_dir;  ///< resolved: [run] results_dir or results/<name>
   int64_t eval_batch_size = 256;
   int64_t max_attempts = 1;
+  double latency_seconds = 0.5;  ///< in-process latency budget per batch size; 0 disables
 };
 
 struct ExperimentSpec {

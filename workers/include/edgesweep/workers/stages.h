@@ -2,14 +2,18 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "edgesweep/common/task.h"
 #include "edgesweep/workers/dataset.h"
 #include "edgesweep/workers/graph_module.h"
+#include "edgesweep/workers/trainer.h"
 
 namespace edgesweep {
+
+struct ScriptedModel;  // compress/quantize.h
 
 /// What a stage may read and record besides its model and parameters.
 struct StageContext {
@@ -19,6 +23,9 @@ struct StageContext {
   int stage_index = 0;           ///< position in the pipeline
   int64_t epoch_offset = 0;      ///< epochs run by earlier stages; per-epoch metrics continue from here
   std::vector<Metric>* metrics;  ///< per-epoch records go here
+  /// Set by a stage whose result is no longer a GraphModule (quantize, always the last stage): the trial evaluates
+  /// and saves this module instead of exporting the returned GraphModule.
+  std::shared_ptr<ScriptedModel> scripted = nullptr;
 };
 
 /// A stage turns a model into the next one (it may train it in place or build a new, smaller one).
@@ -29,5 +36,11 @@ const StageFunction& find_stage(const std::string& name);
 
 /// Reads the training settings of a train/finetune stage (or [baseline]) from a filled-in parameter object.
 TrainConfig train_config_from_params(const Json& params);
+
+/// Appends a training run's per-epoch records to the context's metrics and advances its epoch offset.
+void record_epochs(const std::vector<EpochRecord>& epochs, StageContext& context);
+
+/// The seed of a stage's random choices: from the trial's seed and the stage's position.
+uint64_t stage_seed(const StageContext& context);
 
 }  // namespace edgesweep

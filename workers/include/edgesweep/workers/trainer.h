@@ -23,9 +23,16 @@ struct EpochRecord {
   double images_per_second = 0;
 };
 
-/// Calls into the training loop, for stages that constrain the weights (pruning masks).
+/// A training loss computed from the model's logits, the labels and the normalised inputs of a batch.
+using TrainLoss =
+    std::function<torch::Tensor(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& inputs)>;
+
+/// Calls into the training loop, for stages that constrain the weights (pruning masks), score them from their
+/// gradients, or train against another objective (distillation).
 struct TrainHooks {
-  std::function<void()> after_step;  ///< after every optimizer step
+  std::function<void()> after_step;      ///< after every optimizer step
+  std::function<void()> after_backward;  ///< after the gradients are computed, before the optimizer step
+  TrainLoss loss;                        ///< replaces cross-entropy of logits and labels when set
 };
 
 /// Learning rate at `step` of `total_steps` (steps are batches; `steps_per_epoch` for the step schedule).

@@ -29,6 +29,29 @@ struct WeightMasks {
 WeightMasks magnitude_masks(const GraphModule& model, double sparsity, bool global,
                             const WeightMasks* previous = nullptr);
 
+/// Masks that prune the weights with the lowest `importance` (one tensor per prunable layer, in node order, shaped
+/// like its weight), with the counts, ties and `previous` rule of magnitude_masks.
+WeightMasks lowest_score_masks(const GraphModule& model, const std::vector<torch::Tensor>& importance,
+                               double sparsity, bool global, const WeightMasks* previous = nullptr);
+
+/// Zhu & Gupta's (2017) gradual pruning schedule: the sparsity after `step` optimizer steps,
+/// s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3 for t0 <= t <= t0 + n dt, with `start` = t0,
+/// `frequency` = dt (steps between mask updates) and `updates` = n; s_i before t0 and s_f after the end.
+double agp_sparsity(double initial, double final_sparsity, int64_t step, int64_t start, int64_t frequency,
+                    int64_t updates);
+
+/// Movement pruning's importance (Sanh et al. 2020): per weight of each prunable layer, S = -sum over steps of
+/// grad * weight, accumulated after each backward pass and before the optimizer step. A weight that moves away from
+/// zero scores high, one that moves toward zero scores low, whatever its magnitude.
+struct MovementScores {
+  std::vector<int> nodes;             ///< prunable layers, in node order
+  std::vector<torch::Tensor> scores;  ///< float64, shaped like each weight
+  /// Zero scores for the prunable layers of `model`.
+  explicit MovementScores(const GraphModule& model);
+  /// Adds -grad * weight of every prunable weight; layers without a gradient add nothing.
+  void accumulate(const GraphModule& model);
+};
+
 /// Multiplies each masked weight by its mask (in place, without autograd).
 void apply_masks(const GraphModule& model, const WeightMasks& masks);
 
@@ -72,5 +95,14 @@ GraphModule rebuild_without(const GraphModule& model, const ChannelAnalysis& ana
 
 /// Structured pruning in one call: analyse, rank by `importance`, select and rebuild.
 GraphModule prune_channels(const GraphModule& model, ChannelImportance importance, const ChannelSelection& selection);
+
+/// `analysis` with every group not produced by a single linear layer marked fixed: the groups node pruning may
+/// shrink (the neurons of hidden linear layers).
+ChannelAnalysis restrict_to_linear_groups(const Graph& graph, ChannelAnalysis analysis);
+
+/// Node pruning: removes the neurons of hidden linear layers with the smallest L2 norm of incoming weights (their
+/// weight rows), per layer or globally as `selection` says, with the consumers' input features. `selection.coupled`
+/// is ignored.
+GraphModule prune_nodes(const GraphModule& model, const ChannelSelection& selection);
 
 }  // namespace edgesweep

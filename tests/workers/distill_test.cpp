@@ -1,0 +1,239 @@
+// Tests of knowledge distillation: the loss against hand-computed values of its formula, a student moving toward
+// its teacher on a small task, the distill stage's records, and the prune stage fine-tuning with distillation.
+#include "edgesweep/workers/compress/distill.h"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "edgesweep/common/error.h"
+#include "edgesweep/common/params.h"
+#include "edgesweep/workers/compress/prune.h"
+#include "edgesweep/workers/stages.h"
+#include "edgesweep/workers/trainer.h"
+#include "expect_error.h"
+
+namespace edgesweep {
+namespace {
+
+/// Dark (label 0) against bright (label 1) noise, 1 x 8 x 8.
+DataSplits brightness_task() {
+  torch::manual_seed(21);
+  const auto make = [](int64_t n) {
+    auto labels = torch::arange(n, torch::kInt64).remainder(2);
+    auto noise = torch::randint(0, 100, {n, 1, 8, 8}, torch::kInt64);
+    return Dataset{(noise + labels.view({n, 1, 1, 1}) * 155).to(torch::kUInt8), labels};
+  };
+  DataSplits data;
+  data.train = make(64);
+  data.val = make(32);
+  data.test = make(32);
+  data.class_names = {"dark", "bright"};
+  data.input_shape = Shape{1, 8, 8, false};
+  data.mean = {0.5};
+  data.std = {0.3};
+  data.id = "brightness@test";
+  return data;
+}
+
+GraphModule small_cnn(uint64_t seed) {
+  torch::manual_seed(seed);
+  return GraphModule(graph_from_layers(Json::parse(R"([
+    {"op": "conv", "name": "conv1", "out": 8}, {"op": "batchnorm", "name": "bn1"}, {"op": "relu", "name": "relu1"},
+    {"op": "maxpool", "name": "pool"}, {"op": "flatten", "name": "flat"},
+    {"op": "linear", "name": "fc1", "out": 16}, {"op": "relu", "name": "fc1_relu"},
+    {"op": "linear", "name": "fc2", "out": 2}
+  ])"),
+                                       Shape{1, 8, 8, false}, 2));
+}
+
+/// A stage's parameters: schema defaults with `overrides`.
+StageConfig stage_config(const std::string& stage, const Json& overrides) {
+  Json params = Json::object();
+  for (const ParamSpec& p : stage_spec(stage).params) {
+    if (!p.default_value.is_null()) params[p.name] = p.default_value;
+  }
+  params.update(overrides);
+  params["stage"] = stage;
+  return StageConfig{stage, params};
+}
+
+double metric(const std::vector<Metric>& metrics, const std::string& name) {
+  for (const Metric& m : metrics) {
+    if (m.name == name && m.step == -1) return m.value;
+  }
+  ADD_FAILURE() << "no metric " << name;
+  return -1;
+}
+
+torch::Tensor row(std::vector<double> values) { return torch::tensor(values, torch::kFloat64).view({1, -1}); }
+
+// Student logits [1, 0], teacher logits [0, 1], label 0. With q = softmax(student / T), p = softmax(teacher / T):
+// log(p_i / q_i) = -/+ 1/T, so KL(p || q) = (p_1 - p_0) / T = tanh(1 / (2T)) / T, and CE = log(1 + e^-1).
+//   T = 1: KL = tanh(0.5)          = 0.46211715726000974, T^2 KL = 0.46211715726000974
+//   T = 4: KL = tanh(0.125) / 4    = 0.031088250442... ,  T^2 KL = 4 tanh(0.125) = 0.49741200708638...
+//   CE = 0.31326168751822286
+TEST(DistillationLoss, EqualsTheFormulaOnKnownLogits) {
+  const auto student = row({1.0, 0.0});
+  const auto teacher = row({0.0, 1.0});
+  const auto label = torch::tensor({0}, torch::kInt64);
+  const double ce = 0.31326168751822286;
+  const double soft_t1 = 0.46211715726000974;
+  const double soft_t4 = 4.0 * std::tanh(0.125);
+  EXPECT_NEAR(soft_t4, 0.49741200708638, 1e-12);
+  const auto loss = [&](double t, double a) {
+    return distillation_loss(student, teacher, label, t, a).item<double>();
+  };
+  EXPECT_NEAR(loss(1, 1.0), soft_t1, 1e-12);
+  EXPECT_NEAR(loss(1, 0.5), 0.5 * soft_t1 + 0.5 * ce, 1e-12);  // 0.38768942238911630
+  EXPECT_NEAR(loss(1, 0.0), ce, 1e-12);
+  EXPECT_NEAR(loss(4, 1.0), soft_t4, 1e-12);
+  EXPECT_NEAR(loss(4, 0.5), 0.5 * soft_t4 + 0.5 * ce, 1e-12);  // 0.40533684730230...
+  EXPECT_NEAR(loss(4, 0.0), ce, 1e-12);
+  EXPECT_NEAR(distillation_divergence(student, teacher, 4).item<double>(), std::tanh(0.125) / 4, 1e-12);
+  // alpha = 0 is cross-entropy itself, bit for bit, at any temperature.
+  const auto logits = torch::randn({5, 3}, torch::kFloat64);
+  const auto labels = torch::tensor({0, 2, 1, 1, 0}, torch::kInt64);
+  EXPECT_TRUE(torch::equal(distillation_loss(logits, torch::randn({5, 3}, torch::kFloat64), labels, 4, 0),
+                           torch::nn::functional::cross_entropy(logits, labels)));
+  // The KL term averages over the batch: a second sample on which teacher and student agree halves it.
+  const auto two_students = torch::cat({student, row({2.0, 2.0})});
+  const auto two_teachers = torch::cat({teacher, row({2.0, 2.0})});
+  EXPECT_NEAR(distillation_loss(two_students, two_teachers, torch::tensor({0, 1}, torch::kInt64), 1, 1).item<double>(),
+              soft_t1 / 2, 1e-12);
+}
+
+TEST(DistillationLoss, GradientsReachTheStudentOnly) {
+  auto student = row({1.0, 0.0}).requires_grad_(true);
+  auto teacher = row({0.0, 1.0}).requires_grad_(true);
+  distillation_loss(student, teacher, torch::tensor({0}, torch::kInt64), 4, 0.7).backward();
+  EXPECT_TRUE(student.grad().defined());
+  EXPECT_GT(student.grad().abs().sum().item<double>(), 0.0);
+  EXPECT_FALSE(teacher.grad().defined());
+}
+
+TEST(DistillStage, MovesTheStudentTowardTheTeacherAndRecordsAccuracies) {
+  const DataSplits data = brightness_task();
+  GraphModule teacher = small_cnn(1);
+  TrainConfig teacher_training;
+  teacher_training.epochs = 3;
+  teacher_training.lr = 0.05;
+  teacher_training.batch_size = 16;
+  train_model(teacher, data, teacher_training, false, 2);
+  std::vector<torch::Tensor> teacher_weights;
+  for (const auto& p : teacher->parameters()) teacher_weights.push_back(p.detach().clone());
+
+  const auto inputs = normalize_images(data.test.images, data.mean, data.std);
+  torch::Tensor teacher_logits;
+  {
+    torch::NoGradGuard no_grad;
+    teacher_logits = teacher->forward(inputs);
+  }
+  const auto divergence = [&](GraphModule& student) {
+    torch::NoGradGuard no_grad;
+    student->eval();
+    return distillation_divergence(student->forward(inputs), teacher_logits, 1).item<double>();
+  };
+  GraphModule student = small_cnn(7);
+  const double before = divergence(student);
+
+  TrialConfig trial;
+  std::vector<Metric> metrics;
+  StageContext context{data, trial, teacher, 0, 0, &metrics};
+  const StageConfig stage = stage_config(
+      "distill", {{"temperature", 4.0}, {"alpha", 0.9}, {"epochs", 3}, {"lr", 0.05}, {"batch_size", 16}});
+  GraphModule distilled = find_stage("distill")(student, stage, context);
+  const double after = divergence(distilled);
+  EXPECT_LT(after, 0.5 * before) << "KL before " << before << ", after " << after;
+  EXPECT_EQ(context.epoch_offset, 3);
+  for (const char* name : {"teacher_val_accuracy", "val_accuracy_before_distill", "val_accuracy_after_distill"}) {
+    EXPECT_GE(metric(metrics, name), 0.0) << name;
+  }
+  // The teacher is left as it was: same weights, eval mode.
+  size_t k = 0;
+  for (const auto& p : teacher->parameters()) EXPECT_TRUE(torch::equal(p, teacher_weights[k++]));
+  EXPECT_FALSE(teacher->is_training());
+}
+
+TEST(DistillStage, BadSettingsFailBeforeTraining) {
+  const SectionSpec& spec = stage_spec("distill");
+  Json zero = 0.0;
+  EXPECT_EQ(check_value(*spec.find("temperature"), zero), "'temperature' = 0.0 is out of range: must be > 0");
+  Json big = 1.5;
+  EXPECT_EQ(check_value(*spec.find("alpha"), big), "'alpha' = 1.5 is out of range: must be <= 1");
+  Json other = "resnet20.pt";
+  EXPECT_NE(check_value(*spec.find("teacher"), other).find("expected one of: baseline"), std::string::npos);
+
+  const DataSplits data = brightness_task();
+  TrialConfig trial;
+  std::vector<Metric> metrics;
+  StageContext no_teacher{data, trial, GraphModule(nullptr), 0, 0, &metrics};
+  expect_error<InputError>([&] { find_stage("distill")(small_cnn(3), stage_config("distill", Json::object()), no_teacher); },
+                           {"distill", "teacher"});
+  StageContext context{data, trial, small_cnn(4), 0, 0, &metrics};
+  expect_error<InputError>(
+      [&] { find_stage("distill")(small_cnn(3), stage_config("distill", {{"alpha", -0.1}}), context); },
+      {"distill", "'alpha' = -0.1"});
+  torch::manual_seed(5);
+  GraphModule three_classes(graph_from_layers(Json::parse(R"([{"op": "flatten"}, {"op": "linear", "out": 3}])"),
+                                              Shape{1, 8, 8, false}, 3));
+  StageContext mismatched{data, trial, three_classes, 0, 0, &metrics};
+  expect_error<InputError>([&] { find_stage("distill")(small_cnn(3), stage_config("distill", Json::object()), mismatched); },
+                           {"distill", "3 outputs", "student 2"});
+  EXPECT_TRUE(metrics.empty());
+}
+
+TEST(PruneStage, FineTunesWithDistillationAndRecordsItsMetrics) {
+  const DataSplits data = brightness_task();
+  GraphModule teacher = small_cnn(8);
+  TrainConfig teacher_training;
+  teacher_training.epochs = 2;
+  teacher_training.batch_size = 16;
+  train_model(teacher, data, teacher_training, false, 3);
+  TrialConfig trial;
+  const auto run = [&](bool distill, std::vector<Metric>& metrics) {
+    StageContext context{data, trial, teacher, 0, 0, &metrics};
+    const StageConfig stage = stage_config(
+        "prune", {{"method", "magnitude-global"}, {"sparsity", 0.5}, {"finetune_epochs", 2}, {"batch_size", 16},
+                  {"distill", distill}, {"temperature", 2.0}, {"alpha", 0.8}});
+    return find_stage("prune")(small_cnn(9), stage, context);
+  };
+  std::vector<Metric> plain, distilled;
+  run(false, plain);
+  GraphModule model = run(true, distilled);
+  EXPECT_NEAR(metric(distilled, "sparsity"), 50.0, 0.1);
+  for (const char* name : {"val_accuracy_before_prune", "val_accuracy_after_prune", "val_accuracy_after_finetune",
+                           "params_after", "macs_after"}) {
+    EXPECT_GE(metric(distilled, name), 0.0) << name;
+  }
+  // The pruned weights stayed zero under the distillation loss, and the loss was not cross-entropy's.
+  int64_t zeros = 0, total = 0;
+  for (const LayerSparsity& layer : measure_sparsity(model)) {
+    zeros += layer.zeros;
+    total += layer.total;
+  }
+  EXPECT_EQ(zeros, std::llround(0.5 * static_cast<double>(total)));
+  double plain_loss = -1, distilled_loss = -1;
+  for (const Metric& m : plain) plain_loss = m.name == "train_loss" && m.step == 1 ? m.value : plain_loss;
+  for (const Metric& m : distilled) distilled_loss = m.name == "train_loss" && m.step == 1 ? m.value : distilled_loss;
+  EXPECT_GT(plain_loss, 0.0);
+  EXPECT_GT(distilled_loss, 0.0);
+  EXPECT_NE(plain_loss, distilled_loss);
+
+  std::vector<Metric> metrics;
+  StageContext no_teacher{data, trial, GraphModule(nullptr), 0, 0, &metrics};
+  expect_error<InputError>(
+      [&] {
+        find_stage("prune")(small_cnn(9), stage_config("prune", {{"method", "block"}, {"sparsity", 0.5},
+                                                                {"distill", true}}),
+                            no_teacher);
+      },
+      {"prune", "teacher"});
+  EXPECT_TRUE(metrics.empty());
+}
+
+}  // namespace
+}  // namespace edgesweep

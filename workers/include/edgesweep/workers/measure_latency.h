@@ -1,0 +1,57 @@
+// In-process latency of a TorchScript model: warm-up by count and by time, then timed runs until both a minimum
+// count and a minimum duration are met, summarised as min, mean, percentiles and throughput.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+#include <torch/script.h>
+
+#include "edgesweep/common/task.h"
+#include "edgesweep/workers/graph.h"
+
+namespace edgesweep {
+
+/// How long to measure. Both warm-up limits and both timed limits must be reached before moving on.
+struct LatencyOptions {
+  int64_t warmup_runs = 3;      ///< untimed runs, at least this many
+  double warmup_seconds = 0.1;  ///< and at least this long
+  int64_t min_runs = 10;        ///< timed runs, at least this many
+  double min_seconds = 0.3;     ///< and at least this long
+  int64_t threads = 0;          ///< LibTorch intra-op threads while measuring (0: leave as set)
+};
+
+/// The options for a budget of `seconds` per batch size: a quarter of it for warm-up, the rest timed.
+LatencyOptions latency_options_for(double seconds, int64_t threads);
+
+/// Statistics of per-run latencies, in milliseconds.
+struct LatencyStats {
+  int64_t batch_size = 0;
+  int64_t runs = 0;
+  double min_ms = 0;
+  double mean_ms = 0;
+  double std_ms = 0;
+  double p50_ms = 0;
+  double p90_ms = 0;
+  double p99_ms = 0;
+  double images_per_second = 0;  ///< batch_size / mean
+};
+
+/// The `q`-th quantile (0..1) of `sorted_ms`, interpolating linearly between neighbouring order statistics.
+double latency_quantile(const std::vector<double>& sorted_ms, double q);
+
+/// Summarises per-run latencies of one batch size. `ms` must not be empty.
+LatencyStats summarize_latencies(std::vector<double> ms, int64_t batch_size);
+
+/// Runs `module` (switched to eval mode) on `input` without autograd, as the options say, and times every run.
+LatencyStats measure_latency(torch::jit::Module& module, const torch::Tensor& input, const LatencyOptions& options);
+
+/// Loads the TorchScript file `artifact` with torch::jit::load and measures it at batch 1 and 32 on random inputs of
+/// `input` shape, spending about `seconds` per batch size with `threads` threads. Returns the final metrics
+/// latency_b1_ms, latency_b1_p90_ms, latency_b32_ms, latency_b32_p90_ms (the plain names are medians); none when
+/// `seconds` is 0.
+std::vector<Metric> measure_artifact_latency(const std::filesystem::path& artifact, const Shape& input, double seconds,
+                                             int64_t threads);
+
+}  // namespace edgesweep

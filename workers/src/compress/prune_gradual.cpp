@@ -1,0 +1,76 @@
+// Gradual pruning during fine-tuning: the AGP sparsity schedule, movement scores, and the pruner that applies
+// them through the training loop's hooks.
+#include <algorithm>
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "edgesweep/common/error.h"
+#include "edgesweep/workers/compress/prune_gradual.h"
+
+namespace edgesweep {
+
+double agp_sparsity(double initial, double final_sparsity, int64_t step, int64_t start, int64_t frequency,
+                    int64_t updates) {
+  EDGESWEEP_ASSERT(frequency >= 1 && updates >= 1);
+  if (step <= start) return initial;
+  const int64_t span = frequency * updates;
+  if (step >= start + span) return final_sparsity;
+  const double remaining = 1.0 - static_cast<double>(step - start) / static_cast<double>(span);
+  return final_sparsity + (initial - final_sparsity) * remaining * remaining * remaining;
+}
+
+MovementScores::MovementScores(const GraphModule& model) : nodes(prunable_layers(model->graph())) {
+  for (int node : nodes) scores.push_back(torch::zeros(model->weight(node).sizes(), torch::kFloat64));
+}
+
+void MovementScores::accumulate(const GraphModule& model) {
+  torch::NoGradGuard no_grad;
+  for (size_t k = 0; k < nodes.size(); ++k) {
+    const torch::Tensor& weight = model->weight(nodes[k]);
+    const torch::Tensor& grad = weight.grad();
+    if (!grad.defined()) continue;
+    scores[k].sub_(grad.to(torch::kFloat64) * weight.detach().to(torch::kFloat64));
+  }
+}
+
+
+GradualPruner::GradualPruner(GraphModule model, const GradualSchedule& schedule, int64_t total_steps)
+    : state_(std::make_shared<State>()) {
+  check_input(total_steps >= 1, "prune: gradual pruning runs during fine-tuning, which has no steps here");
+  check_input(schedule.frequency <= total_steps,
+              "prune: 'agp_frequency' = {} exceeds the {} optimizer steps of fine-tuning; no mask update would happen",
+              schedule.frequency, total_steps);
+  check_input(!schedule.movement || schedule.initial_sparsity == 0,
+              "prune: 'agp_initial_sparsity' = {} with method 'movement': movement scores start at zero, so the "
+              "initial sparsity must be 0", schedule.initial_sparsity);
+  state_->model = model;
+  state_->schedule = schedule;
+  const int64_t ramp_steps =
+      std::max<int64_t>(1, std::llround(schedule.ramp * static_cast<double>(total_steps)));
+  state_->updates = std::max<int64_t>(1, ramp_steps / schedule.frequency);
+  if (schedule.movement) state_->scores = std::make_unique<MovementScores>(model);
+  state_->masks = magnitude_masks(model, schedule.initial_sparsity, schedule.global);
+  apply_masks(model, state_->masks);
+}
+
+TrainHooks GradualPruner::hooks() {
+  TrainHooks hooks;
+  const std::shared_ptr<State> state = state_;
+  if (state->scores) hooks.after_backward = [state] { state->scores->accumulate(state->model); };
+  hooks.after_step = [state] {
+    const GradualSchedule& s = state->schedule;
+    ++state->step;
+    if (state->step % s.frequency == 0 && state->step <= s.frequency * state->updates) {
+      const double sparsity =
+          agp_sparsity(s.initial_sparsity, s.final_sparsity, state->step, 0, s.frequency, state->updates);
+      state->masks = state->scores
+                         ? lowest_score_masks(state->model, state->scores->scores, sparsity, s.global, &state->masks)
+                         : magnitude_masks(state->model, sparsity, s.global, &state->masks);
+    }
+    apply_masks(state->model, state->masks);
+  };
+  return hooks;
+}
+
+}  // namespace edgesweep
