@@ -57,7 +57,10 @@ GraphModuleImpl::GraphModuleImpl(Graph graph) : graph_(std::move(graph)) {
 torch::Tensor GraphModuleImpl::forward(const torch::Tensor& input) {
   const size_t n = graph_.nodes.size();
   std::vector<torch::Tensor> values(n);
-  values[0] = input;
+  values[0] = output_transform ? output_transform(0, input) : input;
+  const auto weight = [&](size_t i) {
+    return weight_transform ? weight_transform(static_cast<int>(i), weights_[i]) : weights_[i];
+  };
   const bool training = is_training();
   for (size_t i = 1; i < n; ++i) {
     const Node& node = graph_.nodes[i];
@@ -67,7 +70,7 @@ torch::Tensor GraphModuleImpl::forward(const torch::Tensor& input) {
       case OpKind::Input:
         break;
       case OpKind::Conv:
-        y = torch::conv2d(x, weights_[i], biases_[i], {node.stride, node.stride}, {node.padding, node.padding}, {1, 1},
+        y = torch::conv2d(x, weight(i), biases_[i], {node.stride, node.stride}, {node.padding, node.padding}, {1, 1},
                           node.groups);
         break;
       case OpKind::BatchNorm:
@@ -90,7 +93,7 @@ torch::Tensor GraphModuleImpl::forward(const torch::Tensor& input) {
         y = torch::adaptive_avg_pool2d(x, {node.output_size, node.output_size});
         break;
       case OpKind::Linear:
-        y = torch::linear(x, weights_[i], biases_[i]);
+        y = torch::linear(x, weight(i), biases_[i]);
         break;
       case OpKind::Add:
         y = x;
@@ -109,6 +112,7 @@ torch::Tensor GraphModuleImpl::forward(const torch::Tensor& input) {
         y = torch::dropout(x, node.p, training);
         break;
     }
+    if (output_transform) y = output_transform(static_cast<int>(i), y);
     values[i] = std::move(y);
     for (int in : node.inputs) {
       if (last_use_[in] == static_cast<int>(i)) values[in] = torch::Tensor();

@@ -2,6 +2,8 @@
 // interprets the graph with the same ATen operators the exported TorchScript calls.
 #pragma once
 
+#include <functional>
+
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
@@ -27,6 +29,12 @@ class GraphModuleImpl : public torch::nn::Module {
 
   /// Name of a node's tensor as registered here and in exported TorchScript, e.g. "conv1_weight".
   static std::string tensor_name(const Node& node, const char* role);
+
+  /// Optional transforms of the forward pass (calibration, quantization-aware training): `weight_transform` maps
+  /// each conv and linear weight before use, `output_transform` each node's output, the input node's included.
+  /// Empty functions are skipped.
+  std::function<torch::Tensor(int node, const torch::Tensor& weight)> weight_transform;
+  std::function<torch::Tensor(int node, const torch::Tensor& value)> output_transform;
 
  private:
   Graph graph_;
