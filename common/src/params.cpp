@@ -140,6 +140,10 @@ std::vector<ParamSpec> prune_params() {
   for (ParamSpec& p : training_params(1, 0.01, true)) {
     if (p.name != "epochs") params.push_back(std::move(p));
   }
+  params.push_back(real("from_sensitivity", -1.0, -1.0, 100.0, true,
+                        "per-layer ratios from an earlier sensitivity stage: each layer (magnitude-local) or group "
+                        "(block) gets the largest analysed ratio whose accuracy drop is at most this many points, "
+                        "capped at `sparsity` (one-shot only); negative: off"));
   params.push_back(boolean("distill", false, true,
                            "fine-tune with knowledge distillation from the baseline (temperature, alpha) instead of "
                            "cross-entropy alone"));
@@ -239,6 +243,15 @@ std::map<std::string, SectionSpec> make_stages() {
   stages["prune"] = {"prune", prune_params()};
   stages["quantize"] = {"quantize", quantize_params()};
   stages["distill"] = {"distill", distill_params()};
+  stages["sensitivity"] = {
+      "sensitivity",
+      {
+          text("method", "magnitude", {"magnitude", "block"}, false,
+               "magnitude: zero the smallest weights of one conv or linear layer at a time; block: remove the "
+               "weakest channels of one prunable channel group at a time"),
+          list("ratios", ParamType::FloatList, Json::array({0.25, 0.5, 0.75}),
+               "shares pruned, each in (0, 1); every layer or group is tried at each"),
+      }};
   return stages;
 }
 
@@ -294,7 +307,9 @@ const SectionSpec& stage_spec(const std::string& stage) {
   return it->second;
 }
 
-std::vector<std::string> stage_names() { return {"distill", "finetune", "prune", "quantize", "train"}; }
+std::vector<std::string> stage_names() {
+  return {"distill", "finetune", "prune", "quantize", "sensitivity", "train"};
+}
 
 const SectionSpec& layer_spec() {
   static const SectionSpec spec = make_layer_spec();

@@ -13,6 +13,7 @@
 #include "edgesweep/workers/compress/prune.h"
 #include "edgesweep/workers/compress/prune_gradual.h"
 #include "edgesweep/workers/compress/quantize.h"
+#include "edgesweep/workers/compress/sensitivity.h"
 #include "edgesweep/workers/trainer.h"
 #include "edgesweep/workers/zoo.h"
 
@@ -64,6 +65,7 @@ struct PruneSettings {
   bool gradual = false;  ///< schedule = "agp": masks grow during fine-tuning
   GradualSchedule agp;
   int64_t agp_steps = 0;  ///< optimizer steps of the fine-tuning run the schedule spans
+  double from_sensitivity = -1;  ///< >= 0: per-layer ratios from a sensitivity stage, with this maximum drop
   bool unstructured() const {
     return method == "magnitude-local" || method == "magnitude-global" || method == "movement";
   }
@@ -103,6 +105,14 @@ PruneSettings read_prune_settings(const Json& params, const Graph& graph, int64_
   Json training = params;
   training["epochs"] = epochs;
   s.finetune = train_config_from_params(training);
+  s.from_sensitivity = params.value("from_sensitivity", -1.0);
+  if (s.from_sensitivity >= 0) {
+    check_input(s.method == "magnitude-local" || s.method == "block",
+                "prune: 'from_sensitivity' gives per-layer ratios to magnitude-local and per-group ratios to block, "
+                "not to method '{}'", s.method);
+    check_input(schedule == "one-shot", "prune: 'from_sensitivity' prunes in one shot; 'schedule' is \"{}\"",
+                schedule);
+  }
   s.distill = params.value("distill", false);
   if (s.distill) s.distillation = read_distill_settings(params, "prune");
   if (s.gradual) {
@@ -156,6 +166,10 @@ double scheduled_sparsity(double target, int64_t round, int64_t rounds, bool uns
 
 GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContext& context) {
   const PruneSettings settings = read_prune_settings(stage.params, model->graph(), context.data.train.size());
+  const std::map<std::string, double> layer_ratios =
+      settings.from_sensitivity >= 0
+          ? ratios_from_sensitivity(*context.metrics, settings.from_sensitivity, settings.sparsity)
+          : std::map<std::string, double>();
   const TrainLoss distillation =
       settings.distill ? make_distillation_loss(context.baseline, model->graph(), settings.distillation, "prune")
                        : TrainLoss();
@@ -183,6 +197,12 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
     std::unique_ptr<GradualPruner> gradual;
     if (settings.gradual) {
       gradual = std::make_unique<GradualPruner>(model, settings.agp, settings.agp_steps);
+    } else if (settings.from_sensitivity >= 0 && settings.unstructured()) {
+      masks = magnitude_masks_per_layer(model, layer_ratios);
+      apply_masks(model, masks);
+    } else if (settings.from_sensitivity >= 0) {
+      const ChannelAnalysis analysis = analyze_channel_groups(model->graph());
+      model = rebuild_without(model, analysis, select_units_per_group(model, analysis, layer_ratios));
     } else if (settings.unstructured()) {
       masks = magnitude_masks(model, target, settings.global, round > 1 ? &masks : nullptr);
       apply_masks(model, masks);
@@ -235,6 +255,7 @@ const StageFunction& find_stage(const std::string& name) {
       {"finetune", finetune_stage},
       {"prune", prune_stage},
       {"distill", distill_stage},
+      {"sensitivity", sensitivity_stage},
       {"quantize", quantize_stage},
   };
   auto it = stages.find(name);
