@@ -181,6 +181,10 @@ std::vector<ParamSpec> quantize_params() {
   for (ParamSpec& p : training_params(1, 0.005, true)) {
     if (p.name != "epochs") params.push_back(std::move(p));
   }
+  params.push_back(boolean("distill", false, true,
+                           "qat-int8: fine-tune with knowledge distillation from the baseline (temperature, alpha) "
+                           "instead of cross-entropy alone"));
+  for (ParamSpec& p : distillation_params()) params.push_back(std::move(p));
   return params;
 }
 

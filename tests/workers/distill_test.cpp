@@ -235,5 +235,42 @@ TEST(PruneStage, FineTunesWithDistillationAndRecordsItsMetrics) {
   EXPECT_TRUE(metrics.empty());
 }
 
+TEST(QuantizeStage, QuantizationAwareTrainingDistilsWhenAsked) {
+  const DataSplits data = brightness_task();
+  GraphModule teacher = small_cnn(10);
+  TrainConfig teacher_training;
+  teacher_training.epochs = 2;
+  teacher_training.batch_size = 16;
+  train_model(teacher, data, teacher_training, false, 3);
+  TrialConfig trial;
+  const auto run = [&](bool distill, std::vector<Metric>& metrics) {
+    StageContext context{data, trial, teacher, 0, 0, &metrics};
+    const StageConfig stage = stage_config(
+        "quantize", {{"mode", "qat-int8"}, {"qat_epochs", 1}, {"calibration_batches", 2}, {"batch_size", 16},
+                     {"distill", distill}, {"temperature", 2.0}, {"alpha", 0.8}});
+    find_stage("quantize")(small_cnn(11), stage, context);
+    EXPECT_NE(context.scripted, nullptr);
+  };
+  std::vector<Metric> plain, distilled;
+  run(false, plain);
+  run(true, distilled);
+  EXPECT_GE(metric(distilled, "quantize/val_accuracy_quantized"), 0.0);
+  double plain_loss = -1, distilled_loss = -1;
+  for (const Metric& m : plain) plain_loss = m.name == "train_loss" && m.step == 1 ? m.value : plain_loss;
+  for (const Metric& m : distilled) distilled_loss = m.name == "train_loss" && m.step == 1 ? m.value : distilled_loss;
+  EXPECT_GT(distilled_loss, 0.0);
+  EXPECT_NE(plain_loss, distilled_loss);
+
+  std::vector<Metric> metrics;
+  StageContext context{data, trial, teacher, 0, 0, &metrics};
+  expect_error<InputError>(
+      [&] {
+        find_stage("quantize")(small_cnn(11), stage_config("quantize", {{"mode", "static-int8"}, {"distill", true}}),
+                               context);
+      },
+      {"quantize", "'distill'", "static-int8"});
+  EXPECT_TRUE(metrics.empty());
+}
+
 }  // namespace
 }  // namespace edgesweep

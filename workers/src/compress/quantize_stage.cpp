@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/workers/compress/distill.h"
 #include "edgesweep/workers/compress/quantize.h"
 
 namespace edgesweep {
@@ -91,7 +92,8 @@ ScriptedModel quantize_post_training(const GraphModule& model, const DataSplits&
 // gradient: 1 where the value is inside the representable range, 0 where it is clamped.
 ScriptedModel quantization_aware_training(const GraphModule& model, const DataSplits& data,
                                           const QuantizeOptions& options, bool augment, uint64_t seed,
-                                          GraphModule* folded_out, std::vector<EpochRecord>* epochs) {
+                                          GraphModule* folded_out, std::vector<EpochRecord>* epochs,
+                                          const TrainLoss& loss) {
   GraphModule folded = fold_batchnorm(model);
   const QuantizationPlan plan = plan_quantization(folded->graph());
   const size_t n = plan.observed.size();
@@ -114,9 +116,14 @@ ScriptedModel quantization_aware_training(const GraphModule& model, const DataSp
   };
   std::vector<EpochRecord> records;
   try {
-    records = train_model(folded, data, options.qat_training, augment, seed, [&](const EpochRecord& record) {
-      if (record.epoch + 1 >= options.freeze_observers_epoch) frozen = true;
-    });
+    TrainHooks hooks;
+    hooks.loss = loss;
+    records = train_model(
+        folded, data, options.qat_training, augment, seed,
+        [&](const EpochRecord& record) {
+          if (record.epoch + 1 >= options.freeze_observers_epoch) frozen = true;
+        },
+        hooks);
   } catch (...) {
     folded->weight_transform = nullptr;
     folded->output_transform = nullptr;
@@ -135,6 +142,14 @@ GraphModule quantize_stage(GraphModule model, const StageConfig& stage, StageCon
   const size_t stages = context.trial.pipeline.size();
   check_input(stages == 0 || context.stage_index + 1 == static_cast<int>(stages),
               "stage {} (quantize) must be the last stage of the pipeline ({} stages)", context.stage_index, stages);
+  const bool distill = stage.params.value("distill", false);
+  check_input(!distill || options.mode == "qat-int8",
+              "quantize: 'distill' = true distils during the fine-tuning of qat-int8; mode '{}' has none",
+              options.mode);
+  const TrainLoss distillation =
+      distill ? make_distillation_loss(context.baseline, model->graph(),
+                                       read_distill_settings(stage.params, "quantize"), "quantize")
+              : TrainLoss();
   if (options.mode == "none") return model;
   const DataSplits& data = context.data;
   const auto record = [&](const std::string& name, double value) {
@@ -148,7 +163,8 @@ GraphModule quantize_stage(GraphModule model, const StageConfig& stage, StageCon
   if (options.mode == "qat-int8") {
     std::vector<EpochRecord> epochs;
     const uint64_t seed = context.trial.seed * 1000003ULL + static_cast<uint64_t>(context.stage_index) + 1;
-    scripted = quantization_aware_training(model, data, options, context.trial.data.augment, seed, &result, &epochs);
+    scripted = quantization_aware_training(model, data, options, context.trial.data.augment, seed, &result, &epochs,
+                                           distillation);
     record_training(epochs, context);
   } else {
     scripted = quantize_post_training(model, data, options, &result);

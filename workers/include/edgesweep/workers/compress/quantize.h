@@ -157,10 +157,12 @@ ScriptedModel export_dynamic_fp16(const GraphModule& model);
 
 /// Quantization-aware training: folds batch norms, calibrates, then fine-tunes with fake-quantized weights and
 /// activations (observers updating in training mode until options.freeze_observers_epoch) and exports as static int8.
-/// `folded` receives the trained float model; `epochs` the training records.
+/// `folded` receives the trained float model; `epochs` the training records; `loss`, when set, replaces
+/// cross-entropy in the fine-tuning (distillation).
 ScriptedModel quantization_aware_training(const GraphModule& model, const DataSplits& data,
                                           const QuantizeOptions& options, bool augment, uint64_t seed,
-                                          GraphModule* folded = nullptr, std::vector<EpochRecord>* epochs = nullptr);
+                                          GraphModule* folded = nullptr, std::vector<EpochRecord>* epochs = nullptr,
+                                          const TrainLoss& loss = TrainLoss());
 
 /// Post-training quantization in one call: dynamic modes export directly; static-int8 folds, plans, calibrates on
 /// `data` and exports.
