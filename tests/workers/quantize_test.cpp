@@ -349,6 +349,19 @@ TEST(QuantizeExport, StaticInt8FilesAreSmallerThanFp32) {
     // int8 weights take a quarter of fp32's bytes; code, names and per-channel scales come on top.
     EXPECT_LT(int8_bytes, fp32_bytes - 0.6 * weight_bytes) << arch << " " << int8_bytes << " vs " << fp32_bytes;
     EXPECT_LT(fp16_bytes, fp32_bytes - 0.4 * weight_bytes) << arch << " " << fp16_bytes << " vs " << fp32_bytes;
+    // Dynamic int8 keeps convs in fp32 and stores each linear's weights once, as int8.
+    QuantizeOptions dynamic_options = static_options();
+    dynamic_options.mode = "dynamic-int8";
+    ScriptedModel dynamic = export_dynamic_int8(model, dynamic_options);
+    save_scripted_model(dynamic, Json::object(), folder / "dynamic.pt");
+    double linear_params = 0;
+    for (const Node& node : model->graph().nodes) {
+      if (node.op == OpKind::Linear) linear_params += static_cast<double>(node_params(model->graph(), node));
+    }
+    const auto dynamic_bytes = static_cast<double>(std::filesystem::file_size(folder / "dynamic.pt"));
+    if (std::string(arch) == "small-cnn") {  // its linear layers hold most of its weights
+      EXPECT_LT(dynamic_bytes, fp32_bytes - 0.6 * 4.0 * linear_params) << arch << " " << dynamic_bytes;
+    }
   }
 }
 
@@ -366,6 +379,47 @@ TEST(QuantizeExport, BlockPrunedResnetQuantizesAndRuns) {
     EXPECT_GE(agreement(scripted.forward(input), reference), 95.0) << engine;
     expect_round_trip(scripted, input.slice(0, 0, 4), "int8");
   }
+}
+
+TEST(QuantizeExport, DepthwiseConvsRelu6ConcatAndAnUnfoldedBatchNormRunInt8) {
+  // MobileNetV2 (depthwise convs, relu6 fused through the observed range) and a custom graph whose batch norm
+  // follows a concat (runs in float between dequantize and quantize).
+  const DataSplits data = brightness_levels(16);
+  torch::manual_seed(18);
+  GraphModule custom(graph_from_layers(Json::parse(R"([
+    {"op": "conv", "name": "stem", "out": 8}, {"op": "relu6", "name": "stem_relu6"},
+    {"op": "conv", "name": "left", "out": 4, "inputs": ["stem_relu6"]},
+    {"op": "conv", "name": "right", "out": 4, "kernel": 1, "inputs": ["stem_relu6"]},
+    {"op": "concat", "name": "join", "inputs": ["left", "right"]}, {"op": "batchnorm", "name": "join_bn"},
+    {"op": "relu", "name": "join_relu"}, {"op": "conv", "name": "head", "out": 8},
+    {"op": "avgpool", "name": "pool"}, {"op": "adaptive_avgpool", "name": "gap", "output_size": 2},
+    {"op": "flatten", "name": "flat"}, {"op": "linear", "name": "fc", "out": 4}])"),
+                                       data.input_shape, 4));
+  randomize_batchnorm(custom, 19);
+  const QuantizationPlan plan = plan_quantization(fold_batchnorm(custom)->graph());
+  GraphModule mobilenet = zoo_model("mobilenetv2", data, 20);
+  randomize_batchnorm(mobilenet, 21);
+  const auto input = test_inputs(data);
+  for (GraphModule* model : {&custom, &mobilenet}) {
+    const auto reference = eval_output(*model, input);
+    const double spread = (reference.max() - reference.min()).item<double>();
+    for (const char* engine : {"onednn", "qnnpack"}) {
+      ScriptedModel scripted = quantize_post_training(*model, data, static_options(engine));
+      const auto actual = scripted.forward(input);
+      // Untrained networks (MobileNetV2: 17 quantized blocks in a row): an error within a fifth of the logits'
+      // spread, most predictions kept.
+      EXPECT_LE((actual - reference).abs().max().item<double>(), 0.2 * spread)
+          << engine << " " << model->get()->graph().nodes.size();
+      EXPECT_GE(agreement(actual, reference), 80.0) << engine;
+      expect_round_trip(scripted, input.slice(0, 0, 4), "int8");
+    }
+  }
+  const Graph folded = fold_batchnorm(custom)->graph();
+  const int bn = folded.find("join_bn");
+  ASSERT_GE(bn, 0);  // not folded: its producer is a concat
+  EXPECT_FALSE(plan.quantized[bn]);
+  EXPECT_TRUE(plan.observed[folded.find("join_relu")]);  // the relu after it is quantized where the head conv reads it
+  EXPECT_EQ(plan.fused_into[folded.find("stem_relu6")], folded.find("stem"));
 }
 
 TEST(QuantizeQat, FrozenObserversKeepTheCalibratedRangesAndTheModelLearns) {

@@ -286,7 +286,15 @@ ScriptedModel export_dynamic_int8(const GraphModule& model, const QuantizeOption
   QEngineGuard guard(engine_from_name(options.engine));
   torch::NoGradGuard no_grad;
   jit::Module module = new_module();
-  for (const auto& p : model->named_parameters(false)) module.register_buffer(p.key(), p.value().detach().clone());
+  std::set<std::string> packed_tensors;  // linear weights and biases live in the packed params only
+  for (const Node& node : graph.nodes) {
+    if (node.op != OpKind::Linear) continue;
+    packed_tensors.insert(GraphModuleImpl::tensor_name(node, "weight"));
+    packed_tensors.insert(GraphModuleImpl::tensor_name(node, "bias"));
+  }
+  for (const auto& p : model->named_parameters(false)) {
+    if (packed_tensors.count(p.key()) == 0) module.register_buffer(p.key(), p.value().detach().clone());
+  }
   for (const auto& b : model->named_buffers(false)) module.register_buffer(b.key(), b.value().detach().clone());
   std::ostringstream src;
   src << "def forward(self, x):\n    " << value_name(graph.nodes[0]) << " = x\n";
