@@ -300,19 +300,27 @@ const std::vector<std::string>& section_names() {
   return names;
 }
 
-const SectionSpec& stage_spec(const std::string& stage) {
+namespace {
+const std::map<std::string, SectionSpec>& stage_specs() {
   static const std::map<std::string, SectionSpec> stages = make_stages();
-  auto it = stages.find(stage);
-  if (it == stages.end()) {
+  return stages;
+}
+}  // namespace
+
+const SectionSpec& stage_spec(const std::string& stage) {
+  auto it = stage_specs().find(stage);
+  if (it == stage_specs().end()) {
     std::string known;
-    for (const auto& [name, spec] : stages) known += (known.empty() ? "" : ", ") + name;
+    for (const std::string& name : stage_names()) known += (known.empty() ? "" : ", ") + name;
     throw InputError(fmt::format("unknown stage '{}' (known stages: {})", stage, known));
   }
   return it->second;
 }
 
 std::vector<std::string> stage_names() {
-  return {"distill", "finetune", "prune", "quantize", "sensitivity", "train"};
+  std::vector<std::string> names;
+  for (const auto& [name, spec] : stage_specs()) names.push_back(name);
+  return names;
 }
 
 const SectionSpec& layer_spec() {

@@ -334,11 +334,18 @@ TEST(SpecErrors, UnknownChoice) {
             "mobilenetv2, custom");
 }
 
+/// The stage list error messages give: every known stage, sorted, comma-separated.
+std::string known_stages() {
+  std::string joined;
+  for (const std::string& name : edgesweep::stage_names()) joined += (joined.empty() ? "" : ", ") + name;
+  return joined;
+}
+
 TEST(SpecErrors, Stages) {
   EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"sparsify\"\n"),
-            "x.toml:4:9: pipeline[0]: unknown stage 'sparsify' (known stages: finetune, prune, train)");
+            "x.toml:4:9: pipeline[0]: unknown stage 'sparsify' (known stages: " + known_stages() + ")");
   EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"train\"\n[[pipeline]]\nlr = 0.1\n"),
-            "x.toml:5:1: pipeline[1] is missing required key 'stage' (known stages: finetune, prune, train)");
+            "x.toml:5:1: pipeline[1] is missing required key 'stage' (known stages: " + known_stages() + ")");
   EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = [\"train\", \"finetune\"]\n"),
             "x.toml:4:9: pipeline[0] 'stage' cannot be swept: write one [[pipeline]] table per stage");
   EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = 3\n"), "x.toml:4:9: pipeline[0] 'stage' must be a string, got 3");
