@@ -137,9 +137,9 @@ TEST_F(IdxReader, TruncatedFilesAreNamed) {
   expect_error<InputError>([&] { read_idx(folder_ / "short.gz", folder_ / "labels"); },
                            {(folder_ / "short.gz").string(), "truncated", "66 bytes", "expected 76"});
   // Too short even for the header.
-  write_raw(folder_ / "stub", Bytes{0, 0, 8, 3});
-  expect_error<InputError>([&] { read_idx(folder_ / "stub", folder_ / "labels"); },
-                           {(folder_ / "stub").string(), "too short"});
+  write_raw(folder_ / "too_short", Bytes{0, 0, 8, 3});
+  expect_error<InputError>([&] { read_idx(folder_ / "too_short", folder_ / "labels"); },
+                           {(folder_ / "too_short").string(), "too short"});
   // Labels cut short.
   write_raw(folder_ / "images", idx_file(2051, {3, 4, 5}, kPixels));
   write_raw(folder_ / "short-labels", idx_file(2049, {3}, Bytes{2, 0}));
