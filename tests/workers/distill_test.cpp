@@ -15,29 +15,10 @@
 #include "edgesweep/workers/stages.h"
 #include "edgesweep/workers/trainer.h"
 #include "expect_error.h"
+#include "synthetic_data.h"
 
 namespace edgesweep {
 namespace {
-
-/// Dark (label 0) against bright (label 1) noise, 1 x 8 x 8.
-DataSplits brightness_task() {
-  torch::manual_seed(21);
-  const auto make = [](int64_t n) {
-    auto labels = torch::arange(n, torch::kInt64).remainder(2);
-    auto noise = torch::randint(0, 100, {n, 1, 8, 8}, torch::kInt64);
-    return Dataset{(noise + labels.view({n, 1, 1, 1}) * 155).to(torch::kUInt8), labels};
-  };
-  DataSplits data;
-  data.train = make(64);
-  data.val = make(32);
-  data.test = make(32);
-  data.class_names = {"dark", "bright"};
-  data.input_shape = Shape{1, 8, 8, false};
-  data.mean = {0.5};
-  data.std = {0.3};
-  data.id = "brightness@test";
-  return data;
-}
 
 GraphModule small_cnn(uint64_t seed) {
   torch::manual_seed(seed);
@@ -116,7 +97,7 @@ TEST(DistillationLoss, GradientsReachTheStudentOnly) {
 }
 
 TEST(DistillStage, MovesTheStudentTowardTheTeacherAndRecordsAccuracies) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(21);
   GraphModule teacher = small_cnn(1);
   TrainConfig teacher_training;
   teacher_training.epochs = 3;
@@ -167,7 +148,7 @@ TEST(DistillStage, BadSettingsFailBeforeTraining) {
   Json other = "resnet20.pt";
   EXPECT_NE(check_value(*spec.find("teacher"), other).find("expected one of: baseline"), std::string::npos);
 
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(21);
   TrialConfig trial;
   std::vector<Metric> metrics;
   StageContext no_teacher{data, trial, GraphModule(nullptr), 0, 0, &metrics};
@@ -187,7 +168,7 @@ TEST(DistillStage, BadSettingsFailBeforeTraining) {
 }
 
 TEST(PruneStage, FineTunesWithDistillationAndRecordsItsMetrics) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(21);
   GraphModule teacher = small_cnn(8);
   TrainConfig teacher_training;
   teacher_training.epochs = 2;
@@ -236,7 +217,7 @@ TEST(PruneStage, FineTunesWithDistillationAndRecordsItsMetrics) {
 }
 
 TEST(QuantizeStage, QuantizationAwareTrainingDistilsWhenAsked) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(21);
   GraphModule teacher = small_cnn(10);
   TrainConfig teacher_training;
   teacher_training.epochs = 2;

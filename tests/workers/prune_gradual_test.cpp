@@ -14,6 +14,7 @@
 #include "edgesweep/common/params.h"
 #include "edgesweep/workers/stages.h"
 #include "expect_error.h"
+#include "synthetic_data.h"
 
 namespace edgesweep {
 namespace {
@@ -41,26 +42,6 @@ TEST(AgpSchedule, FollowsTheCubicAtChosenSteps) {
   }
 }
 
-/// Dark (label 0) against bright (label 1) noise, 1 x 8 x 8; 64 training images.
-DataSplits brightness_task() {
-  torch::manual_seed(31);
-  const auto make = [](int64_t n) {
-    auto labels = torch::arange(n, torch::kInt64).remainder(2);
-    auto noise = torch::randint(0, 100, {n, 1, 8, 8}, torch::kInt64);
-    return Dataset{(noise + labels.view({n, 1, 1, 1}) * 155).to(torch::kUInt8), labels};
-  };
-  DataSplits data;
-  data.train = make(64);
-  data.val = make(32);
-  data.test = make(32);
-  data.class_names = {"dark", "bright"};
-  data.input_shape = Shape{1, 8, 8, false};
-  data.mean = {0.5};
-  data.std = {0.3};
-  data.id = "brightness@test";
-  return data;
-}
-
 GraphModule small_net(uint64_t seed) {
   torch::manual_seed(seed);
   return GraphModule(graph_from_layers(Json::parse(R"([
@@ -83,7 +64,7 @@ int64_t prunable_weights(const GraphModule& model) {
 }
 
 TEST(GradualPruner, MasksFollowTheScheduleAndReachTheFinalSparsity) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(31);
   for (bool movement : {false, true}) {
     GraphModule model = small_net(1);
     const double total = static_cast<double>(prunable_weights(model));
@@ -149,7 +130,7 @@ TEST(MovementScores, AccumulateMinusGradTimesWeight) {
 }
 
 TEST(MovementScores, MatchTheSumOverATrainingRun) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(31);
   GraphModule model = small_net(2);
   MovementScores scores(model);
   std::vector<torch::Tensor> expected;
@@ -191,7 +172,7 @@ double metric(const std::vector<Metric>& metrics, const std::string& name) {
 }
 
 TEST(PruneStage, AgpAndMovementReachTheirSparsityAndBadSettingsFailBeforeTraining) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(31);
   TrialConfig trial;
   std::vector<Metric> metrics;
   StageContext context{data, trial, GraphModule(nullptr), 0, 0, &metrics};

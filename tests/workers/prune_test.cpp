@@ -24,30 +24,11 @@
 #include "edgesweep/workers/trainer.h"
 #include "edgesweep/workers/zoo.h"
 #include "expect_error.h"
+#include "synthetic_data.h"
 #include "temp_folder.h"
 
 namespace edgesweep {
 namespace {
-
-/// Dark (label 0) against bright (label 1) noise, 1 x size x size.
-DataSplits brightness_task(int64_t size = 8) {
-  torch::manual_seed(5);
-  const auto make = [size](int64_t n) {
-    auto labels = torch::arange(n, torch::kInt64).remainder(2);
-    auto noise = torch::randint(0, 100, {n, 1, size, size}, torch::kInt64);
-    return Dataset{(noise + labels.view({n, 1, 1, 1}) * 155).to(torch::kUInt8), labels};
-  };
-  DataSplits data;
-  data.train = make(64);
-  data.val = make(32);
-  data.test = make(32);
-  data.class_names = {"dark", "bright"};
-  data.input_shape = Shape{1, size, size, false};
-  data.mean = {0.5};
-  data.std = {0.3};
-  data.id = "brightness@test";
-  return data;
-}
 
 GraphModule small_net(uint64_t seed) {
   torch::manual_seed(seed);
@@ -147,7 +128,7 @@ TEST(PruneUnstructured, GlobalMagnitudeZeroesExactlyHalfAndTheyStayZeroThroughFi
 
   TrainHooks hooks;
   hooks.after_step = [&] { apply_masks(model, masks); };
-  train_model(model, brightness_task(), short_training(), false, 3, {}, hooks);
+  train_model(model, brightness_task(5), short_training(), false, 3, {}, hooks);
   for (size_t k = 0; k < masks.nodes.size(); ++k) {
     const auto& weight = model->weight(masks.nodes[k]);
     const auto pruned = masks.masks[k].eq(0);
@@ -254,7 +235,7 @@ TEST(PruneStructured, BlockPruningResNet20AtHalfKeepsAddsConsistentAndExportsALo
   EXPECT_GT(ratio, 0.24);
   EXPECT_LT(ratio, 0.27);
 
-  train_model(pruned, brightness_task(16), short_training(), false, 1);  // (10 classes, 2 used) it still trains
+  train_model(pruned, brightness_task(5, 16), short_training(), false, 1);  // (10 classes, 2 used) it still trains
   TempFolder folder("prune-export");
   save_torchscript(pruned, Json::object(), folder / "pruned.pt");
   torch::jit::Module loaded = torch::jit::load((folder / "pruned.pt").string());
@@ -340,7 +321,7 @@ double metric(const std::vector<Metric>& metrics, const std::string& name) {
 }
 
 TEST(PruneStage, MagnitudeGlobalRecordsAccuraciesSparsityAndFineTunes) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(5);
   TrialConfig trial;
   std::vector<Metric> metrics;
   StageContext context{data, trial, GraphModule(nullptr), 0, 0, &metrics};
@@ -365,7 +346,7 @@ TEST(PruneStage, MagnitudeGlobalRecordsAccuraciesSparsityAndFineTunes) {
 }
 
 TEST(PruneStage, BlockShrinksTheModelAndNamesMetricsPerStageWhenThereAreSeveral) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(5);
   TrialConfig trial;
   trial.pipeline = {prune_stage_config({{"method", "block"}, {"sparsity", 0.5}}),
                     prune_stage_config({{"method", "l1-filter"}, {"sparsity", 0.5}})};
@@ -389,7 +370,7 @@ TEST(PruneStage, BadParametersFailBeforeAnyTraining) {
   Json method = "random";
   EXPECT_NE(check_value(*spec.find("method"), method).find("expected one of: magnitude-local"), std::string::npos);
 
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(5);
   TrialConfig trial;
   std::vector<Metric> metrics;
   StageContext context{data, trial, GraphModule(nullptr), 0, 0, &metrics};

@@ -14,28 +14,10 @@
 #include "edgesweep/common/params.h"
 #include "edgesweep/workers/trainer.h"
 #include "expect_error.h"
+#include "synthetic_data.h"
 
 namespace edgesweep {
 namespace {
-
-DataSplits brightness_task() {
-  torch::manual_seed(41);
-  const auto make = [](int64_t n) {
-    auto labels = torch::arange(n, torch::kInt64).remainder(2);
-    auto noise = torch::randint(0, 100, {n, 1, 8, 8}, torch::kInt64);
-    return Dataset{(noise + labels.view({n, 1, 1, 1}) * 155).to(torch::kUInt8), labels};
-  };
-  DataSplits data;
-  data.train = make(64);
-  data.val = make(48);
-  data.test = make(32);
-  data.class_names = {"dark", "bright"};
-  data.input_shape = Shape{1, 8, 8, false};
-  data.mean = {0.5};
-  data.std = {0.3};
-  data.id = "brightness@test";
-  return data;
-}
 
 GraphModule trained_net(const DataSplits& data) {
   torch::manual_seed(1);
@@ -71,7 +53,7 @@ double metric(const std::vector<Metric>& metrics, const std::string& name) {
 }
 
 TEST(Sensitivity, RecordsTheDropOfEachLayerAloneAndLeavesTheModel) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(41, 8, 48);
   GraphModule model = trained_net(data);
   std::vector<torch::Tensor> before;
   for (const auto& p : model->parameters()) before.push_back(p.detach().clone());
@@ -125,7 +107,7 @@ TEST(Sensitivity, RatiosAreTheLargestWithinTheDropCappedBySparsity) {
 }
 
 TEST(Sensitivity, APruneStageTakesPerLayerRatiosFromIt) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(41, 8, 48);
   GraphModule model = trained_net(data);
   TrialConfig trial;
   std::vector<Metric> metrics = {{-1, "sensitivity/conv1/0.5", 0.0}, {-1, "sensitivity/conv1/0.75", 5.0},
