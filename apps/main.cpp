@@ -13,6 +13,7 @@
 #include "edgesweep/orchestrator/spec.h"
 #include "edgesweep/orchestrator/store.h"
 #include "edgesweep/orchestrator/tables.h"
+#include "edgesweep/workers/benchmark_artifact.h"
 
 namespace fs = std::filesystem;
 using namespace edgesweep;
@@ -98,11 +99,23 @@ int main(int argc, char** argv) {
   query->add_option("target", target, "experiment TOML, results folder or database file")->required();
   query->add_option("sql", sql, "one read-only SQL statement")->required();
 
+  // Hidden: the isolated benchmark a device agent runs in a child process (one artifact, or --empty for the runtime
+  // alone); request and result are JSON files.
+  std::string bench_request, bench_output;
+  bool bench_empty = false;
+  auto* agent_bench = app.add_subcommand("agent-bench", "benchmark one artifact in this process (device agents)");
+  agent_bench->group("");
+  agent_bench->add_option("--request", bench_request, "request JSON file")->required();
+  agent_bench->add_option("--output", bench_output, "result JSON file")->required();
+  agent_bench->add_flag("--empty", bench_empty, "start LibTorch only, no model");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+
+  if (*agent_bench) return run_benchmark_request(bench_request, bench_output, bench_empty);
 
   try {
     setup_logging("edgesweep", log_level);

@@ -75,25 +75,34 @@ LatencyStats summarize_latencies(std::vector<double> ms, int64_t batch_size) {
   return stats;
 }
 
-LatencyStats measure_latency(torch::jit::Module& module, const torch::Tensor& input, const LatencyOptions& options) {
+LatencyRuns time_latency_runs(torch::jit::Module& module, const torch::Tensor& input, const LatencyOptions& options) {
   check_input(options.min_runs >= 1, "latency: at least one timed run is needed, got min_runs = {}", options.min_runs);
   ThreadCount threads(options.threads);
   module.eval();
   c10::InferenceMode inference;
   const std::vector<torch::jit::IValue> inputs = {input};
 
+  LatencyRuns runs;
   const auto warmup_start = Clock::now();
-  for (int64_t run = 0; run < options.warmup_runs || seconds_since(warmup_start) < options.warmup_seconds; ++run) {
+  for (; runs.warmup_runs < options.warmup_runs || seconds_since(warmup_start) < options.warmup_seconds;
+       ++runs.warmup_runs) {
     module.forward(inputs);
   }
-  std::vector<double> ms;
+  runs.warmup_seconds = seconds_since(warmup_start);
   const auto timed_start = Clock::now();
-  while (static_cast<int64_t>(ms.size()) < options.min_runs || seconds_since(timed_start) < options.min_seconds) {
+  while (static_cast<int64_t>(runs.ms.size()) < options.min_runs || seconds_since(timed_start) < options.min_seconds) {
     const auto start = Clock::now();
     module.forward(inputs);
-    ms.push_back(1000.0 * seconds_since(start));
+    runs.ms.push_back(1000.0 * seconds_since(start));
   }
-  return summarize_latencies(std::move(ms), input.size(0));
+  const auto timed_end = Clock::now();
+  runs.timed_start_seconds = std::chrono::duration<double>(timed_start.time_since_epoch()).count();
+  runs.timed_end_seconds = std::chrono::duration<double>(timed_end.time_since_epoch()).count();
+  return runs;
+}
+
+LatencyStats measure_latency(torch::jit::Module& module, const torch::Tensor& input, const LatencyOptions& options) {
+  return summarize_latencies(time_latency_runs(module, input, options).ms, input.size(0));
 }
 
 std::vector<Metric> measure_artifact_latency(const std::filesystem::path& artifact, const Shape& input, double seconds,

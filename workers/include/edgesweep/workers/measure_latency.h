@@ -44,6 +44,18 @@ double latency_quantile(const std::vector<double>& sorted_ms, double q);
 /// Summarises per-run latencies of one batch size. `ms` must not be empty.
 LatencyStats summarize_latencies(std::vector<double> ms, int64_t batch_size);
 
+/// Every timed run of one measurement, with how the warm-up went and when the timed runs began and ended.
+struct LatencyRuns {
+  std::vector<double> ms;            ///< latency of each timed run, in run order
+  int64_t warmup_runs = 0;           ///< untimed runs made
+  double warmup_seconds = 0;         ///< and how long they took
+  double timed_start_seconds = 0;    ///< steady (monotonic) clock at the first timed run, in seconds
+  double timed_end_seconds = 0;      ///< and after the last one
+};
+
+/// Runs `module` (switched to eval mode) on `input` without autograd, as the options say, and keeps every run.
+LatencyRuns time_latency_runs(torch::jit::Module& module, const torch::Tensor& input, const LatencyOptions& options);
+
 /// Runs `module` (switched to eval mode) on `input` without autograd, as the options say, and times every run.
 LatencyStats measure_latency(torch::jit::Module& module, const torch::Tensor& input, const LatencyOptions& options);
 
