@@ -85,11 +85,20 @@ std::vector<ParamSpec> distillation_params() {
   };
 }
 
-/// The distill stage: Hinton knowledge distillation from the trial's baseline, with its training keys.
+/// The distill stage: Hinton knowledge distillation from the baseline or an archive, an optional hint loss, and
+/// its training keys.
 std::vector<ParamSpec> distill_params() {
   std::vector<ParamSpec> params = {
-      text("teacher", "baseline", {"baseline"}, false,
-           "baseline: the trial's trained baseline, run in eval mode without gradients"),
+      text("teacher", "baseline", {}, true,
+           "baseline: the trial's trained baseline; or the path of an edgesweep TorchScript archive (any earlier "
+           "artifact, e.g. results/<name>/artifacts/<sha256>.pt) whose classes match; run in eval mode without "
+           "gradients"),
+      text("hint_layer", "", {}, true,
+           "name of a layer present in teacher and student whose outputs feed a feature (hint) loss; empty: none. "
+           "Spatial sizes must match; when channel counts differ a 1x1 conv regressor maps the student's to the "
+           "teacher's (trained with the student, not exported)"),
+      real("hint_weight", 1.0, 0.0, 1000.0, true,
+           "weight beta of the hint loss beta * mean squared error(regressor(student feature), teacher feature)"),
   };
   for (ParamSpec& p : distillation_params()) params.push_back(std::move(p));
   for (ParamSpec& p : training_params(1, 0.01, true)) params.push_back(std::move(p));

@@ -116,6 +116,7 @@ class SpecParser {
   Json read_layers(const toml::node& node);
   Json read_pipeline(const toml::node& node);
   void check_data(const toml::table& table, const Json& data) const;
+  void check_teacher(const toml::table& table, const std::string& context) const;
   void check_name(const toml::table& table, const std::string& name) const;
 
   std::string source_name_;
@@ -332,9 +333,37 @@ Json SpecParser::read_pipeline(const toml::node& node) {
     Json params = read_table(table, *spec, context, fmt::format("/pipeline/{}", i), context, {"stage"},
                              fmt::format("stage '{}'; ", stage));
     params["stage"] = stage;
+    if (stage == "distill") check_teacher(table, context);
+    if (stage == "quantize" && i + 1 < array->size()) {
+      fail(stage_node->source().begin,
+           fmt::format("{} (quantize) must be the last stage: its result is an int8 TorchScript module that no later "
+                       "stage can take, but pipeline[{}] follows it", context, i + 1));
+    }
     pipeline.push_back(std::move(params));
   }
   return pipeline;
+}
+
+/// A distill stage's teacher is "baseline" or an existing file (every value, when swept).
+void SpecParser::check_teacher(const toml::table& table, const std::string& context) const {
+  const toml::node* node = table.get("teacher");
+  if (node == nullptr) return;
+  std::vector<const toml::node*> values;
+  if (const toml::array* sweep = node->as_array()) {
+    for (const toml::node& element : *sweep) values.push_back(&element);
+  } else {
+    values.push_back(node);
+  }
+  for (const toml::node* value : values) {
+    const std::optional<std::string_view> teacher = value->value<std::string_view>();
+    if (!teacher || *teacher == "baseline") continue;  // the type was checked with the schema
+    std::error_code error;
+    if (!std::filesystem::is_regular_file(std::filesystem::path(std::string(*teacher)), error)) {
+      fail(value->source().begin,
+           fmt::format("{} 'teacher' = \"{}\" is neither baseline nor an existing file (an edgesweep archive, "
+                       "e.g. results/<name>/artifacts/<sha256>.pt)", context, *teacher));
+    }
+  }
 }
 
 /// Datasets read from a folder need its path; fashion-mnist falls back to the packaged copy.

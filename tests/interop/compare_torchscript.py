@@ -8,7 +8,8 @@ FOLDER holds manifest.json:
     {"input": {"file": "input.f32", "shape": [N, C, H, W]},
      "models": [{"name": ..., "archive": "x.pt", "output": "x.out.f32", "output_shape": [N, K]}, ...]}
 with raw little-endian float32 files. Every archive must carry the extra files edgesweep/graph.json and
-edgesweep/meta.json (valid JSON). For each model the predictions (argmax) must be identical and the largest
+edgesweep/meta.json (valid JSON). A quantized archive's meta.json names its engine (quantized_engine): it is set
+as torch.backends.quantized.engine before loading, since the weights are repacked for the engine active at load. For each model the predictions (argmax) must be identical and the largest
 absolute difference at most 1e-5; the report says whether the outputs are bit-identical. Exits 0 when all agree,
 1 with a message naming each mismatch otherwise.
 """
@@ -18,6 +19,7 @@ import json
 import math
 import pathlib
 import sys
+import zipfile
 
 TOLERANCE = 1e-5
 GRAPH_FILE = "edgesweep/graph.json"
@@ -48,10 +50,24 @@ def read_float32(path, shape):
     return torch.frombuffer(values, dtype=torch.float32).clone().reshape(shape)
 
 
+def quantized_engine(archive):
+    """The engine an archive's meta.json names ("none" for float models), read from the zip before loading."""
+    with zipfile.ZipFile(archive) as zipped:
+        for member in zipped.namelist():
+            if member.endswith("/extra/" + META_FILE):
+                return json.loads(zipped.read(member)).get("quantized_engine", "none")
+    return "none"
+
+
 def check_model(folder, entry, inputs):
     """Returns a list of problems with one model (empty when it agrees with C++)."""
     name = entry["name"]
     archive = folder / entry["archive"]
+    engine = quantized_engine(archive)
+    if engine != "none":
+        if engine not in torch.backends.quantized.supported_engines:
+            return [f"{name}: engine {engine} is not in this torch ({torch.backends.quantized.supported_engines})"]
+        torch.backends.quantized.engine = engine
     extra = {GRAPH_FILE: "", META_FILE: ""}
     try:
         module = torch.jit.load(str(archive), _extra_files=extra)

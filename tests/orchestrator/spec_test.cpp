@@ -438,3 +438,28 @@ TEST(SpecErrors, UsesTheSourceName) {
 
 }  // namespace
 }  // namespace edgesweep
+
+namespace edgesweep {
+namespace {
+
+TEST(SpecErrors, QuantizeMustBeTheLastStage) {
+  EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"quantize\"\nmode = \"static-int8\"\n[[pipeline]]\n"
+                             "stage = \"finetune\"\n"),
+            "x.toml:4:9: pipeline[0] (quantize) must be the last stage: its result is an int8 TorchScript module "
+            "that no later stage can take, but pipeline[1] follows it");
+  EXPECT_NO_THROW(parse_spec_string(
+      kHead + "[[pipeline]]\nstage = \"finetune\"\n[[pipeline]]\nstage = \"quantize\"\nmode = \"none\"\n", "x.toml"));
+}
+
+TEST(SpecErrors, DistillTeacherIsTheBaselineOrAnExistingFile) {
+  EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"distill\"\nteacher = [\"baseline\", \"gone.pt\"]\n"),
+            "x.toml:5:24: pipeline[0] 'teacher' = \"gone.pt\" is neither baseline nor an existing file (an "
+            "edgesweep archive, e.g. results/<name>/artifacts/<sha256>.pt)");
+  const std::string existing = EDGESWEEP_SOURCE_DIR "/experiments/quickstart.toml";  // any file passes the check
+  const ExperimentSpec spec = parse_spec_string(
+      kHead + "[[pipeline]]\nstage = \"distill\"\nteacher = [\"baseline\", \"" + existing + "\"]\n", "x.toml");
+  EXPECT_EQ(spec.dimensions.size(), 1u);
+}
+
+}  // namespace
+}  // namespace edgesweep

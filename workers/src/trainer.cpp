@@ -30,12 +30,14 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
                                      const TrainHooks& hooks) {
   check_input(!(config.nesterov && config.optimizer == "sgd" && config.momentum <= 0),
               "nesterov = true needs momentum > 0");
+  std::vector<torch::Tensor> parameters = model->parameters();
+  parameters.insert(parameters.end(), hooks.extra_parameters.begin(), hooks.extra_parameters.end());
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   if (config.optimizer == "adam") {
     optimizer = std::make_unique<torch::optim::Adam>(
-        model->parameters(), torch::optim::AdamOptions(config.lr).weight_decay(config.weight_decay));
+        parameters, torch::optim::AdamOptions(config.lr).weight_decay(config.weight_decay));
   } else {
-    optimizer = std::make_unique<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(config.lr)
+    optimizer = std::make_unique<torch::optim::SGD>(parameters, torch::optim::SGDOptions(config.lr)
                                                                              .momentum(config.momentum)
                                                                              .nesterov(config.nesterov)
                                                                              .weight_decay(config.weight_decay));

@@ -2,9 +2,13 @@
 // distill stage.
 #include "edgesweep/workers/compress/distill.h"
 
+#include <cmath>
+#include <filesystem>
+
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/workers/torchscript.h"
 #include "edgesweep/workers/trainer.h"
 
 namespace edgesweep {
@@ -56,13 +60,107 @@ TrainLoss make_distillation_loss(GraphModule teacher, const Graph& student, cons
   };
 }
 
+GraphModule load_teacher(const std::string& teacher, const GraphModule& baseline, const std::string& stage) {
+  if (teacher == "baseline") return baseline;
+  check_input(!teacher.empty(), "{}: 'teacher' is empty; expected baseline or the path of an edgesweep archive", stage);
+  const std::filesystem::path path(teacher);
+  std::error_code error;
+  check_input(std::filesystem::is_regular_file(path, error),
+              "{}: 'teacher' = \"{}\" is neither baseline nor an existing file", stage, teacher);
+  LoadedModel loaded;
+  try {
+    loaded = load_graph_module(path);
+  } catch (const std::exception& e) {
+    throw InputError(fmt::format("{}: 'teacher' = \"{}\" cannot be used as a teacher: {}", stage, teacher, e.what()));
+  }
+  const std::string precision = loaded.metadata.value("precision", "fp32");
+  check_input(precision == "fp32",
+              "{}: 'teacher' = \"{}\" is a {} model; a teacher must be a float model (an artifact before quantize)",
+              stage, teacher, precision);
+  return loaded.model;
+}
+
+namespace {
+
+/// Replaces `model`'s output transform with one that keeps the output of node `index` in `slot`.
+void capture_output(GraphModule& model, int index, const std::shared_ptr<torch::Tensor>& slot) {
+  model->output_transform = [index, slot](int node, const torch::Tensor& value) {
+    if (node == index) *slot = value;
+    return value;
+  };
+}
+
+}  // namespace
+
+HintLoss::HintLoss(GraphModule student, GraphModule teacher, const std::string& layer, double weight,
+                   const std::string& stage)
+    : student_(std::move(student)),
+      teacher_(std::move(teacher)),
+      weight_(weight),
+      student_feature_(std::make_shared<torch::Tensor>()),
+      teacher_feature_(std::make_shared<torch::Tensor>()) {
+  const Graph& student_graph = student_->graph();
+  const Graph& teacher_graph = teacher_->graph();
+  student_node_ = student_graph.find(layer);
+  teacher_node_ = teacher_graph.find(layer);
+  check_input(student_node_ > 0, "{}: 'hint_layer' = \"{}\" is not a layer of the student", stage, layer);
+  check_input(teacher_node_ > 0, "{}: 'hint_layer' = \"{}\" is not a layer of the teacher", stage, layer);
+  const Shape& s = student_graph.nodes[student_node_].shape;
+  const Shape& t = teacher_graph.nodes[teacher_node_].shape;
+  check_input(s.flat == t.flat && s.height == t.height && s.width == t.width,
+              "{}: 'hint_layer' = \"{}\" has output {} in the student and {} in the teacher; a hint needs the same "
+              "spatial size", stage, layer, s.to_string(), t.to_string());
+  check_input(s.flat ? s.channels == t.channels : true,
+              "{}: 'hint_layer' = \"{}\" has {} features in the student and {} in the teacher; a flat hint needs the "
+              "same width", stage, layer, s.channels, t.channels);
+  if (s.channels != t.channels) {
+    regressor_ = torch::empty({t.channels, s.channels, 1, 1});
+    torch::nn::init::kaiming_uniform_(regressor_, std::sqrt(5.0));
+    regressor_.set_requires_grad(true);
+  }
+  capture_output(student_, student_node_, student_feature_);
+  capture_output(teacher_, teacher_node_, teacher_feature_);
+}
+
+HintLoss::~HintLoss() {
+  student_->output_transform = nullptr;
+  teacher_->output_transform = nullptr;
+}
+
+torch::Tensor HintLoss::loss() const {
+  EDGESWEEP_ASSERT(student_feature_->defined() && teacher_feature_->defined());
+  torch::Tensor student = *student_feature_;
+  if (regressor_.defined()) student = torch::conv2d(student, regressor_);
+  return weight_ * torch::mse_loss(student, teacher_feature_->detach());
+}
+
+std::vector<torch::Tensor> HintLoss::parameters() const {
+  if (!regressor_.defined()) return {};
+  return {regressor_};
+}
+
 GraphModule distill_stage(GraphModule model, const StageConfig& stage, StageContext& context) {
-  const std::string teacher_name = stage.params.at("teacher").get<std::string>();
-  check_input(teacher_name == "baseline", "distill: 'teacher' is \"{}\", expected baseline", teacher_name);
+  GraphModule teacher = load_teacher(stage.params.at("teacher").get<std::string>(), context.baseline, "distill");
   const DistillSettings settings = read_distill_settings(stage.params, "distill");
   const TrainConfig config = train_config_from_params(stage.params);
   TrainHooks hooks;
-  hooks.loss = make_distillation_loss(context.baseline, model->graph(), settings, "distill");
+  hooks.loss = make_distillation_loss(teacher, model->graph(), settings, "distill");
+  const std::string hint_layer = stage.params.value("hint_layer", "");
+  std::unique_ptr<HintLoss> hint;
+  if (!hint_layer.empty()) {
+    torch::manual_seed(stage_seed(context));
+    hint = std::make_unique<HintLoss>(model, teacher, hint_layer, stage.params.at("hint_weight").get<double>(),
+                                      "distill");
+    hooks.extra_parameters = hint->parameters();
+    // The distillation loss runs the teacher, which captures its feature; the student's was captured by the
+    // training forward pass just before.
+    hooks.loss = [distillation = hooks.loss, hint = hint.get()](const torch::Tensor& logits,
+                                                                 const torch::Tensor& labels,
+                                                                 const torch::Tensor& inputs) {
+      const torch::Tensor soft = distillation(logits, labels, inputs);  // runs the teacher first
+      return soft + hint->loss();
+    };
+  }
 
   int distill_stages = 0;
   for (const StageConfig& s : context.trial.pipeline) distill_stages += s.stage == "distill" ? 1 : 0;
@@ -72,15 +170,15 @@ GraphModule distill_stage(GraphModule model, const StageConfig& stage, StageCont
   };
   const DataSplits& data = context.data;
   if (data.val.size() > 0) {
-    GraphModule teacher = context.baseline;
     record("teacher_val_accuracy", evaluate_accuracy(teacher, data.val, data.mean, data.std, 256));
     record("val_accuracy_before_distill", evaluate_accuracy(model, data.val, data.mean, data.std, 256));
   }
   record_epochs(train_model(model, data, config, context.trial.data.augment, stage_seed(context), {}, hooks), context);
+  hint.reset();
   if (data.val.size() > 0) {
     record("val_accuracy_after_distill", evaluate_accuracy(model, data.val, data.mean, data.std, 256));
   }
-  context.baseline->eval();
+  teacher->eval();
   return model;
 }
 

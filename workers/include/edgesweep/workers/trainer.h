@@ -33,6 +33,7 @@ struct TrainHooks {
   std::function<void()> after_step;      ///< after every optimizer step
   std::function<void()> after_backward;  ///< after the gradients are computed, before the optimizer step
   TrainLoss loss;                        ///< replaces cross-entropy of logits and labels when set
+  std::vector<torch::Tensor> extra_parameters;  ///< trained with the model's own (e.g. a hint regressor)
 };
 
 /// Learning rate at `step` of `total_steps` (steps are batches; `steps_per_epoch` for the step schedule).

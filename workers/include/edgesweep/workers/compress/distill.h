@@ -2,6 +2,10 @@
 // Used by the distill stage and as the fine-tuning loss of the prune stage (`distill = true`).
 #pragma once
 
+#include <memory>
+#include <string>
+#include <vector>
+
 #include <torch/types.h>
 
 #include "edgesweep/common/json.h"
@@ -37,7 +41,38 @@ DistillSettings read_distill_settings(const Json& params, const std::string& sta
 TrainLoss make_distillation_loss(GraphModule teacher, const Graph& student, const DistillSettings& settings,
                                  const std::string& stage);
 
-/// The distill stage: fine-tunes the incoming model (the student) against the trial's baseline (the teacher).
+/// The teacher a distill stage names: "baseline" (the trial's baseline, `baseline`), or the path of an edgesweep
+/// archive of a float model (any earlier artifact), loaded as a GraphModule. Throws InputError naming the stage and
+/// the file when it cannot be used.
+GraphModule load_teacher(const std::string& teacher, const GraphModule& baseline, const std::string& stage);
+
+/// A feature ("hint") loss in the manner of FitNets (Romero et al. 2015): beta * mean squared error between the
+/// output of layer `layer` in the student, mapped through a learned 1x1 conv when the channel counts differ, and the
+/// same layer's output in the teacher. Installs output captures on both models.
+class HintLoss {
+ public:
+  /// Checks that `layer` exists in both graphs with the same spatial size (and, for flat outputs, the same width)
+  /// and creates the regressor (seeded from LibTorch's global generator) when channels differ; throws InputError.
+  HintLoss(GraphModule student, GraphModule teacher, const std::string& layer, double weight, const std::string& stage);
+  HintLoss(const HintLoss&) = delete;
+  HintLoss& operator=(const HintLoss&) = delete;
+  /// Removes the output captures from both models.
+  ~HintLoss();
+
+  /// The weighted loss between the features captured by the last forward passes of student and teacher.
+  torch::Tensor loss() const;
+  /// The regressor's parameters (empty when the channels already match), to train with the student.
+  std::vector<torch::Tensor> parameters() const;
+
+ private:
+  GraphModule student_, teacher_;
+  int student_node_ = -1, teacher_node_ = -1;
+  double weight_ = 1;
+  torch::Tensor regressor_;  ///< [teacher channels, student channels, 1, 1]; undefined when not needed
+  std::shared_ptr<torch::Tensor> student_feature_, teacher_feature_;
+};
+
+/// The distill stage: fine-tunes the incoming model (the student) against its teacher, with an optional hint loss.
 GraphModule distill_stage(GraphModule model, const StageConfig& stage, StageContext& context);
 
 }  // namespace edgesweep
