@@ -117,14 +117,18 @@ std::vector<ParamSpec> prune_params() {
   agp_initial.max_exclusive = true;
   std::vector<ParamSpec> params = {
       text("method", nullptr,
-           {"magnitude-local", "magnitude-global", "movement", "l1-filter", "l2-filter", "block", "node"}, true,
+           {"magnitude-local", "magnitude-global", "movement", "l1-filter", "l2-filter", "fpgm-filter", "block",
+            "node"},
+           true,
            "magnitude-local/-global: zero the smallest conv and linear weights per layer or under one threshold; "
            "movement: zero the conv and linear weights with the lowest movement score -sum(grad * weight) gathered "
            "during fine-tuning (schedule = \"agp\"; meant for transfer learning, where weights move from "
            "pretrained values; `allocation` picks per layer or one threshold); "
-           "l1-filter/l2-filter: remove whole filters of uncoupled convs by norm; block: remove coupled channel "
-           "groups (residual adds, concats, depthwise convs) by average weight magnitude; node: remove whole neurons "
-           "of hidden linear layers by the L2 norm of their incoming weights (the next layer shrinks too)"),
+           "l1-filter/l2-filter: remove whole filters of uncoupled convs by norm; fpgm-filter: remove the filters "
+           "nearest the layer's geometric median (smallest summed distance to the others); block: remove coupled "
+           "channel groups (residual adds, concats, depthwise convs) by average weight magnitude; node: remove "
+           "whole neurons of hidden linear layers by the L2 norm of their incoming weights (the next layer shrinks "
+           "too)"),
       sparsity,
       text("allocation", "local", {"local", "global"}, true,
            "filter/block/node: the same share in every group (local) or one ranking of all channels (global); "

@@ -186,6 +186,52 @@ TEST(PruneStructured, FilterPruningOfZeroChannelsLeavesOutputsUnchanged) {
   }
 }
 
+TEST(PruneStructured, GeometricMedianRanksFiltersByTheirSummedDistanceToTheOthers) {
+  GraphModule model = small_net(11);
+  const Graph& graph = model->graph();
+  const int conv2 = graph.find("conv2");
+  {
+    // Filter 3 a copy of filter 4: both sit closer to the rest than before, and exactly as close as each other.
+    torch::NoGradGuard no_grad;
+    model->weight(conv2)[3].copy_(model->weight(conv2)[4]);
+  }
+  const ChannelAnalysis analysis = analyze_channel_groups(graph);
+  const std::vector<double> scores = channel_importance(model, analysis, ChannelImportance::GeometricMedian);
+  const auto filters = model->weight(conv2).detach().flatten(1).to(torch::kFloat64);
+  for (int64_t i = 0; i < 8; ++i) {
+    double distance = 0;
+    for (int64_t j = 0; j < 8; ++j) distance += (filters[i] - filters[j]).pow(2).sum().sqrt().item<double>();
+    EXPECT_NEAR(scores[analysis.node_units[conv2][i]], distance, 1e-9 * distance) << "filter " << i;
+  }
+  EXPECT_DOUBLE_EQ(scores[analysis.node_units[conv2][3]], scores[analysis.node_units[conv2][4]]);
+
+  // Filters along one direction u, at v_k * u: the summed distances are those of the values, least at their median
+  // (-5, filters 2 and 6), whereas the smallest norms are 0.1 and 0.2 (filters 4 and 5).
+  GraphModule line = small_net(12);
+  {
+    torch::NoGradGuard no_grad;
+    auto w = line->weight(conv2);
+    const auto u = w[0].clone() / w[0].norm();
+    const double values[8] = {-10, -9, -5, -8, 0.1, 0.2, -5.01, 0.3};
+    for (int64_t k = 0; k < 8; ++k) w[k].copy_(u * values[k]);
+  }
+  ChannelSelection selection;
+  selection.sparsity = 0.25;
+  selection.coupled = false;
+  const ChannelAnalysis line_analysis = analyze_channel_groups(line->graph());
+  const auto removed_by = [&](ChannelImportance importance) {
+    const std::vector<bool> removed =
+        select_units(line_analysis, channel_importance(line, line_analysis, importance), selection);
+    std::vector<int64_t> filters;
+    for (int64_t k = 0; k < 8; ++k) {
+      if (removed[line_analysis.node_units[conv2][k]]) filters.push_back(k);
+    }
+    return filters;
+  };
+  EXPECT_EQ(removed_by(ChannelImportance::GeometricMedian), (std::vector<int64_t>{2, 6}));
+  EXPECT_EQ(removed_by(ChannelImportance::L2), (std::vector<int64_t>{4, 5}));
+}
+
 TEST(PruneStructured, BlockPruningOfZeroChannelsLeavesResNetOutputsUnchanged) {
   torch::manual_seed(6);
   GraphModule model(build_zoo_model("resnet8", Shape{1, 8, 8, false}, 3, 0.5));  // streams of 8, 16 and 32
@@ -361,6 +407,13 @@ TEST(PruneStage, BlockShrinksTheModelAndNamesMetricsPerStageWhenThereAreSeveral)
   EXPECT_EQ(result->graph().nodes[result->graph().find("fc1")].out, 8);
   EXPECT_LT(metric(metrics, "stage1/macs_after"), metric(metrics, "stage1/macs_before"));
   EXPECT_GE(metric(metrics, "stage1/val_accuracy_after_finetune"), 0.0);
+
+  // The geometric-median filter method through the stage: the same shapes as the norm methods.
+  GraphModule fpgm = find_stage("prune")(small_net(14), prune_stage_config({{"method", "fpgm-filter"}, {"sparsity", 0.5},
+                                                                           {"finetune_epochs", 0}}),
+                                         context);
+  EXPECT_EQ(fpgm->graph().nodes[fpgm->graph().find("conv2")].out, 4);
+  EXPECT_EQ(fpgm->graph().nodes[fpgm->graph().find("fc1")].out, 8);
 }
 
 TEST(PruneStage, BadParametersFailBeforeAnyTraining) {

@@ -74,10 +74,11 @@ struct PruneSettings {
 PruneSettings read_prune_settings(const Json& params, const Graph& graph, int64_t train_size) {
   PruneSettings s;
   s.method = params.at("method").get<std::string>();
-  const bool known = s.unstructured() || s.method == "l1-filter" || s.method == "l2-filter" || s.method == "block" ||
+  const bool known = s.unstructured() || s.method == "l1-filter" || s.method == "l2-filter" ||
+                     s.method == "fpgm-filter" || s.method == "block" ||
                      s.method == "node";
   check_input(known, "prune: 'method' is \"{}\", expected one of: magnitude-local, magnitude-global, movement, "
-              "l1-filter, l2-filter, block, node", s.method);
+              "l1-filter, l2-filter, fpgm-filter, block, node", s.method);
   s.sparsity = params.at("sparsity").get<double>();
   check_input(s.sparsity >= 0 && s.sparsity < 1, "prune: 'sparsity' = {} is out of range: must be >= 0 and < 1",
               s.sparsity);
@@ -189,6 +190,7 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
 
   const ChannelImportance importance = settings.method == "l1-filter"   ? ChannelImportance::L1
                                        : settings.method == "l2-filter" ? ChannelImportance::L2
+                                       : settings.method == "fpgm-filter" ? ChannelImportance::GeometricMedian
                                                                         : ChannelImportance::Block;
   WeightMasks masks;
   double reached = 0;

@@ -48,7 +48,11 @@ std::vector<double> channel_importance(const GraphModule& model, const ChannelAn
       const int producer = group.producers.front();
       const auto& weight = model->weight(producer);
       const auto filters = weight.flatten(1).to(torch::kFloat64);
-      const auto norms = importance == ChannelImportance::L1 ? filters.abs().sum(1) : filters.pow(2).sum(1).sqrt();
+      // Geometric median (He et al. 2019, FPGM): a filter whose distances to the others sum to little lies near
+      // the layer's geometric median, and the others can stand in for it.
+      const auto norms = importance == ChannelImportance::L1   ? filters.abs().sum(1)
+                         : importance == ChannelImportance::L2 ? filters.pow(2).sum(1).sqrt()
+                                                               : torch::cdist(filters, filters).sum(1);
       const auto values = norms.contiguous();
       for (size_t k = 0; k < group.units.size(); ++k) {
         result[group.unit_ids[k]] = values[group.units[k].front().channel].item<double>();

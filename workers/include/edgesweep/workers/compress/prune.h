@@ -70,11 +70,12 @@ std::vector<LayerSparsity> measure_sparsity(const GraphModule& model);
 enum class ChannelImportance {
   L1,     ///< L1 norm of the producing filter
   L2,     ///< L2 norm of the producing filter
+  GeometricMedian,  ///< sum of L2 distances from the filter to the layer's other filters (small: replaceable)
   Block,  ///< mean |w| of every weight tied to the unit: producers' filters, depthwise filters, consumers' slices
 };
 
-/// Importance of every unit of `analysis` (indexed by unit id). L1/L2 are defined only for units of single-producer
-/// groups; other units get 0 and must not be selected with them.
+/// Importance of every unit of `analysis` (indexed by unit id). L1/L2/GeometricMedian are defined only for units of
+/// single-producer groups; other units get 0 and must not be selected with them.
 std::vector<double> channel_importance(const GraphModule& model, const ChannelAnalysis& analysis,
                                        ChannelImportance importance);
 
