@@ -1,5 +1,8 @@
-// The edgesweep command line: validate, run, status, trials, query.
+// The edgesweep command line: validate, run, status, trials, pareto, export, query.
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -9,6 +12,8 @@
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/log.h"
 #include "edgesweep/common/mpi_session.h"
+#include "edgesweep/orchestrator/choice_tables.h"
+#include "edgesweep/orchestrator/pareto.h"
 #include "edgesweep/orchestrator/scheduler.h"
 #include "edgesweep/orchestrator/spec.h"
 #include "edgesweep/orchestrator/store.h"
@@ -68,6 +73,52 @@ void print_expansion(const ExperimentSpec& spec) {
   }
 }
 
+/// What `edgesweep pareto` was asked for on the command line.
+struct ParetoCommand {
+  std::vector<std::string> constraints;
+  std::vector<std::string> maximize;
+  std::vector<std::string> minimize;
+  bool no_constraints = false;
+  std::string device;
+  int64_t batch = 1;
+};
+
+/// The Pareto fronts of an experiment: objectives and constraints from the command line, else from the experiment's
+/// recorded [objectives].
+std::string choose_pareto(const Store& store, const ExperimentRow& experiment, const ParetoCommand& command,
+                          const std::string& format) {
+  ObjectiveSettings settings = default_objective_settings();
+  try {
+    settings = parse_spec_string(experiment.spec_text, experiment.name + ".toml").objectives;
+  } catch (const std::exception& e) {
+    spdlog::warn("experiment '{}': its recorded spec cannot be read ({}); using the default objectives",
+                 experiment.name, e.what());
+  }
+  ParetoOptions options;
+  options.objectives = settings.objectives;
+  options.constraints = settings.constraints;
+  options.device = command.device;
+  options.batch = command.batch;
+  if (!command.maximize.empty() || !command.minimize.empty()) {
+    options.objectives.clear();
+    for (const std::string& m : command.maximize) options.objectives.push_back({m, true});
+    for (const std::string& m : command.minimize) options.objectives.push_back({m, false});
+  }
+  if (!command.constraints.empty() || command.no_constraints) options.constraints.clear();
+  for (const std::string& text : command.constraints) options.constraints.push_back(parse_constraint(text));
+  const auto fronts = select_pareto(load_candidates(store, experiment.id, options.batch), options);
+  return format_pareto(fronts, options, format);
+}
+
+/// Writes `text` to `path`; a file that cannot be opened is the user's (exit 2), a failed write is not (exit 1).
+void write_output(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  check_input(static_cast<bool>(out), "cannot write '{}': {}", path.string(), std::strerror(errno));
+  out << text;
+  out.close();
+  check(static_cast<bool>(out), "writing '{}' failed: {}", path.string(), std::strerror(errno));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -88,6 +139,34 @@ int main(int argc, char** argv) {
   std::string target, experiment_name, format = "table", status_filter, sql;
   auto* status = app.add_subcommand("status", "experiments in a store and their task counts");
   status->add_option("target", target, "experiment TOML, results folder or database file")->required();
+
+  ParetoCommand pareto_command;
+  auto* pareto = app.add_subcommand("pareto", "the Pareto-optimal candidates per device, the knee marked with *");
+  pareto->add_option("target", target, "experiment TOML, results folder or database file")->required();
+  pareto->add_option("--experiment", experiment_name, "experiment name, when the store holds several");
+  pareto->add_option("--device", pareto_command.device, "only this device (default: every device)");
+  pareto->add_option("--constraint", pareto_command.constraints,
+                     "\"<metric> <op> <number>\", op one of <=, <, >=, >, == (repeatable; replaces [objectives] "
+                     "constraints)")
+      ->allow_extra_args(false);
+  pareto->add_flag("--no-constraints", pareto_command.no_constraints, "ignore the constraints of [objectives]");
+  pareto->add_option("--maximize", pareto_command.maximize,
+                     "metric to maximise (repeatable; with --minimize, replaces [objectives] objectives)")
+      ->allow_extra_args(false);
+  pareto->add_option("--minimize", pareto_command.minimize, "metric to minimise (repeatable)")
+      ->allow_extra_args(false);
+  pareto->add_option("--batch", pareto_command.batch, "batch size of the measurements")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  pareto->add_option("--format", format, "table, csv or json")->capture_default_str();
+
+  std::string export_format, output_file;
+  auto* export_command =
+      app.add_subcommand("export", "an experiment's trials with settings, final metrics and device measurements");
+  export_command->add_option("target", target, "experiment TOML, results folder or database file")->required();
+  export_command->add_option("--experiment", experiment_name, "experiment name, when the store holds several");
+  export_command->add_option("--format", export_format, "csv or json")->required();
+  export_command->add_option("--output", output_file, "file to write (default: standard output)");
 
   auto* trials = app.add_subcommand("trials", "the trials of an experiment with their results");
   trials->add_option("target", target, "experiment TOML, results folder or database file")->required();
@@ -143,6 +222,25 @@ int main(int argc, char** argv) {
     if (*status) {
       const Store store = Store::open(resolve_store(target), Store::Mode::ReadOnly);
       fmt::print("{}", format_status(store));
+      return 0;
+    }
+    if (*pareto) {
+      const Store store = Store::open(resolve_store(target), Store::Mode::ReadOnly);
+      const ExperimentRow experiment = pick_experiment(store, target, experiment_name);
+      fmt::print("{}", choose_pareto(store, experiment, pareto_command, format));
+      return 0;
+    }
+    if (*export_command) {
+      check_input(export_format == "csv" || export_format == "json", "unknown export format '{}' (csv, json)",
+                  export_format);
+      const Store store = Store::open(resolve_store(target), Store::Mode::ReadOnly);
+      const ExperimentRow experiment = pick_experiment(store, target, experiment_name);
+      const std::string text = format_export(store, experiment.id, export_format);
+      if (output_file.empty()) {
+        fmt::print("{}", text);
+      } else {
+        write_output(output_file, text);
+      }
       return 0;
     }
     if (*trials) {

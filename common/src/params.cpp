@@ -248,6 +248,18 @@ std::map<std::string, SectionSpec> make_sections() {
                               "in-process latency of every artifact: about this long per batch size (1 and 32), a "
                               "quarter warm-up; 0 disables"),
                      }};
+  sections["objectives"] = {
+      "objectives",
+      {
+          list("maximize", ParamType::StringList, Json::array({"accuracy"}),
+               "metrics to maximise in `edgesweep pareto` (accuracy, fps, ...)"),
+          list("minimize", ParamType::StringList, Json::array({"latency_p50_ms", "peak_rss_mb", "model_bytes"}),
+               "metrics to minimise (latency_p50_ms, latency_p90_ms, latency_p99_ms, peak_rss_mb, model_bytes, "
+               "compressed_bytes, params, macs, accuracy_drop, ...)"),
+          list("constraints", ParamType::StringList, Json::array(),
+               "conditions every chosen candidate meets, \"<metric> <op> <number>\" with op <=, <, >=, >, ==, e.g. "
+               "\"accuracy_drop <= 1.0\""),
+      }};
   return sections;
 }
 
@@ -270,6 +282,17 @@ std::map<std::string, SectionSpec> make_stages() {
                "shares pruned, each in (0, 1); every layer or group is tried at each"),
       }};
   return stages;
+}
+
+SectionSpec make_device_spec() {
+  return {"device",
+          {
+              text("name", nullptr, {}, false, "device name, unique in the experiment; labels its measurements"),
+              text("address", nullptr, {}, false, "HOST:PORT of the device's agent (IPv6 hosts in brackets)"),
+              text("token_file", "", {}, false, "file holding the agent's shared token (empty: no token, loopback only)"),
+              text("profile", "", {}, false, "agent profile to benchmark with (empty: the agent's default)"),
+              boolean("spawn", false, false, "start a loopback agent at `address` when none answers"),
+          }};
 }
 
 SectionSpec make_layer_spec() {
@@ -309,7 +332,8 @@ const SectionSpec& section_spec(const std::string& section) {
 }
 
 const std::vector<std::string>& section_names() {
-  static const std::vector<std::string> names = {"experiment", "data", "model", "baseline", "search", "run"};
+  static const std::vector<std::string> names = {"experiment", "data",  "model",     "baseline",
+                                                 "search",     "run",   "objectives"};
   return names;
 }
 
@@ -338,6 +362,11 @@ std::vector<std::string> stage_names() {
 
 const SectionSpec& layer_spec() {
   static const SectionSpec spec = make_layer_spec();
+  return spec;
+}
+
+const SectionSpec& device_spec() {
+  static const SectionSpec spec = make_device_spec();
   return spec;
 }
 

@@ -3,6 +3,7 @@
 #include "edgesweep/orchestrator/spec.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -99,6 +100,10 @@ class SpecParser {
   explicit SpecParser(std::string source_name) : source_name_(std::move(source_name)) {}
 
   ExperimentSpec parse(const std::string& text);
+
+ private:
+  ObjectiveSettings read_objectives(const toml::table& table) const;
+  std::vector<DeviceSpec> read_devices(const toml::node& node);
 
  private:
   [[noreturn]] void fail(const toml::source_position& where, const std::string& message) const {
@@ -391,6 +396,126 @@ void SpecParser::check_name(const toml::table& table, const std::string& name) c
   }
 }
 
+/// Checks the metric names of [objectives] (each known, none twice) and parses its constraints, each at its own
+/// position; the types were checked with the schema.
+ObjectiveSettings SpecParser::read_objectives(const toml::table& table) const {
+  // A key not given keeps its default (minimize = [] drops the default minimised metrics).
+  ObjectiveSettings settings;
+  std::map<std::string, toml::source_position> seen;
+  for (const char* key : {"maximize", "minimize"}) {
+    const toml::array* array = table.contains(key) ? table.get(key)->as_array() : nullptr;
+    if (array == nullptr) {
+      for (const Json& metric : section_spec("objectives").find(key)->default_value) {
+        settings.objectives.push_back({metric.get<std::string>(), std::string(key) == "maximize"});
+      }
+      continue;
+    }
+    for (const toml::node& element : *array) {
+      const std::string metric(*element.value<std::string_view>());
+      try {
+        check_metric_name(metric, fmt::format("[objectives] '{}'", key));
+      } catch (const InputError& e) {
+        fail(element.source().begin, e.what());
+      }
+      auto [it, inserted] = seen.emplace(metric, element.source().begin);
+      if (!inserted) {
+        fail(element.source().begin, fmt::format("[objectives] '{}' names '{}' again (first at {}:{})", key, metric,
+                                                 it->second.line, it->second.column));
+      }
+      settings.objectives.push_back({metric, std::string(key) == "maximize"});
+    }
+  }
+  for (size_t i = 0; i < settings.objectives.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (settings.objectives[i].metric != settings.objectives[j].metric) continue;
+      // Only a default can repeat a metric here: the given lists were checked above.
+      fail(table.source().begin,
+           fmt::format("[objectives] '{}' is both maximised and minimised: the list you did not set holds it by "
+                       "default, so set that list too",
+                       settings.objectives[i].metric));
+    }
+  }
+  if (settings.objectives.empty()) {
+    fail(table.source().begin, "[objectives] has no objective: give at least one metric in 'maximize' or 'minimize'");
+  }
+  if (const toml::array* array = table.contains("constraints") ? table.get("constraints")->as_array() : nullptr) {
+    for (const toml::node& element : *array) {
+      try {
+        settings.constraints.push_back(parse_constraint(std::string(*element.value<std::string_view>())));
+      } catch (const InputError& e) {
+        fail(element.source().begin, std::string("[objectives] ") + e.what());
+      }
+    }
+  }
+  return settings;
+}
+
+/// Whether `address` is HOST:PORT with a port in 1..65535 (an IPv6 host in brackets: [::1]:7070).
+bool is_host_port(const std::string& address) {
+  size_t colon = std::string::npos;
+  if (!address.empty() && address.front() == '[') {
+    const size_t close = address.find(']');
+    if (close == std::string::npos || close < 2 || close + 1 >= address.size() || address[close + 1] != ':') {
+      return false;
+    }
+    colon = close + 1;
+  } else {
+    colon = address.rfind(':');
+    if (colon == std::string::npos || colon == 0 || address.find(':') != colon) return false;
+  }
+  const std::string port = address.substr(colon + 1);
+  if (port.empty() || port.size() > 5) return false;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+  }
+  const int number = std::stoi(port);
+  return number >= 1 && number <= 65535;
+}
+
+/// Reads the [[devices]] tables against device_spec(): unique names, HOST:PORT addresses.
+std::vector<DeviceSpec> SpecParser::read_devices(const toml::node& node) {
+  const toml::array* array = node.as_array();
+  if (array == nullptr) fail(node.source().begin, "'devices' must be an array of tables: write each as [[devices]]");
+  std::vector<DeviceSpec> devices;
+  std::vector<toml::source_position> name_positions;
+  for (size_t i = 0; i < array->size(); ++i) {
+    const std::string context = fmt::format("devices[{}]", i);
+    const toml::node& element = *array->get(i);
+    const toml::table* table = element.as_table();
+    if (table == nullptr) fail(element.source().begin, context + " must be a table: write each device as [[devices]]");
+    const Json settings = read_table(*table, device_spec(), context, fmt::format("/devices/{}", i), context, {});
+    DeviceSpec device;
+    device.name = settings["name"].get<std::string>();
+    device.address = settings["address"].get<std::string>();
+    device.token_file = settings["token_file"].get<std::string>();
+    device.profile = settings["profile"].get<std::string>();
+    device.spawn = settings["spawn"].get<bool>();
+    const toml::source_position name_at = table->get("name")->source().begin;
+    bool valid_name = !device.name.empty();
+    for (char c : device.name) {
+      valid_name = valid_name && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+    }
+    if (!valid_name) {
+      fail(name_at, fmt::format("{} 'name' = \"{}\" is not a valid device name: use letters, digits, '.', '_' and '-'",
+                                context, device.name));
+    }
+    for (size_t j = 0; j < devices.size(); ++j) {
+      if (devices[j].name == device.name) {
+        fail(name_at, fmt::format("{} 'name' = \"{}\" is already used by devices[{}] at {}:{}", context, device.name, j,
+                                  name_positions[j].line, name_positions[j].column));
+      }
+    }
+    if (!is_host_port(device.address)) {
+      fail(table->get("address")->source().begin,
+           fmt::format("{} 'address' = \"{}\" is not HOST:PORT (e.g. \"127.0.0.1:7070\", \"[::1]:7070\"; port 1-65535)",
+                       context, device.address));
+    }
+    name_positions.push_back(name_at);
+    devices.push_back(std::move(device));
+  }
+  return devices;
+}
+
 ExperimentSpec SpecParser::parse(const std::string& text) {
   toml::table root;
   try {
@@ -405,6 +530,8 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
     for (const ParamSpec& p : section_spec(name).params) sections[name][p.name] = p.default_value;
   }
   Json pipeline = Json::array();
+  std::vector<DeviceSpec> devices;
+  ObjectiveSettings objectives = default_objective_settings();
   bool have_experiment = false;
 
   const std::vector<std::string>& names = section_names();
@@ -414,10 +541,15 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
       pipeline = read_pipeline(*node);
       continue;
     }
+    if (name == "devices") {
+      devices = read_devices(*node);
+      continue;
+    }
     if (std::find(names.begin(), names.end(), name) == names.end()) {
       std::vector<std::string> allowed;
       for (const std::string& n : names) allowed.push_back("[" + n + "]");
       allowed.push_back("[[pipeline]]");
+      allowed.push_back("[[devices]]");
       fail(key->source().begin, fmt::format("unknown top-level key '{}' (allowed: {})", name, join(allowed)));
     }
     const toml::table* table = node->as_table();
@@ -429,6 +561,7 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
       sections[name] = read_table(*table, section_spec(name), context, "/" + name, name, {});
     }
     if (name == "data") check_data(*table, sections[name]);
+    if (name == "objectives") objectives = read_objectives(*table);
     if (name == "experiment") {
       check_name(*table, sections[name]["name"].get<std::string>());
       have_experiment = true;
@@ -456,6 +589,8 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
   spec.run.eval_batch_size = run["eval_batch_size"].get<int64_t>();
   spec.run.max_attempts = run["max_attempts"].get<int64_t>();
   spec.run.latency_seconds = run["latency_seconds"].get<double>();
+  spec.objectives = std::move(objectives);
+  spec.devices = std::move(devices);
 
   const Json trial = {{"seed", spec.seed},
                       {"data", sections["data"]},
@@ -472,6 +607,12 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
 }
 
 }  // namespace
+
+ObjectiveSettings default_objective_settings() {
+  ObjectiveSettings settings;
+  settings.objectives = {{"accuracy", true}, {"latency_p50_ms", false}, {"peak_rss_mb", false}, {"model_bytes", false}};
+  return settings;
+}
 
 ExperimentSpec parse_spec_file(const std::filesystem::path& path) {
   std::error_code error;

@@ -788,6 +788,108 @@ std::optional<ArtifactRow> Store::find_artifact(int64_t experiment_id, const std
   return read_artifact(database, statement);
 }
 
+int64_t Store::upsert_device(const DeviceRow& row) {
+  Database& database = writable(handle_.get(), "upsert device");
+  check(!row.name.empty(), "store '{}': upsert device: the device has no name", database.path);
+  std::string step = fmt::format("upsert device '{}'", row.name);
+  int64_t device_id = 0;
+  transaction([&] {
+    Statement upsert(database, step,
+                     "INSERT INTO devices (name, address, hardware_json, last_seen) VALUES (?1, ?2, ?3, ?4) "
+                     "ON CONFLICT (name) DO UPDATE SET address = excluded.address, "
+                     "hardware_json = excluded.hardware_json, last_seen = excluded.last_seen");
+    upsert.bind_text(1, row.name);
+    upsert.bind_text(2, row.address);
+    upsert.bind_text(3, row.hardware.dump());
+    upsert.bind_text(4, row.last_seen.empty() ? now_utc() : row.last_seen);
+    upsert.run();
+    Statement select(database, step, "SELECT id FROM devices WHERE name = ?1");
+    select.bind_text(1, row.name);
+    EDGESWEEP_ASSERT(select.step());
+    device_id = select.column_int(0);
+  });
+  return device_id;
+}
+
+std::vector<DeviceRow> Store::devices() const {
+  Database& database = checked(handle_.get());
+  Statement statement(database, "list devices",
+                      "SELECT id, name, address, hardware_json, last_seen FROM devices ORDER BY id");
+  std::vector<DeviceRow> rows;
+  while (statement.step()) {
+    DeviceRow row;
+    row.id = statement.column_int(0);
+    row.name = statement.column_text(1);
+    row.address = statement.column_text(2);
+    row.hardware = parse_stored_json(database, fmt::format("device '{}' hardware_json", row.name),
+                                     statement.column_text(3));
+    row.last_seen = statement.column_text(4);
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+int64_t Store::add_measurement(const MeasurementRow& row) {
+  Database& database = writable(handle_.get(), "add measurement");
+  Statement statement(
+      database, fmt::format("add measurement of artifact {} on device {} at batch {}", row.artifact_id, row.device_id,
+                            row.batch),
+      "INSERT INTO measurements (artifact_id, device_id, batch, latency_min_ms, latency_mean_ms, latency_p50_ms, "
+      "latency_p90_ms, latency_p99_ms, latency_std_ms, fps, peak_rss_mb, accuracy, raw_json, created) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
+  statement.bind_int(1, row.artifact_id);
+  statement.bind_int(2, row.device_id);
+  statement.bind_int(3, row.batch);
+  // NaN is stored as NULL and read back as NaN.
+  const double figures[] = {row.latency_min_ms, row.latency_mean_ms, row.latency_p50_ms, row.latency_p90_ms,
+                            row.latency_p99_ms, row.latency_std_ms,  row.fps,            row.peak_rss_mb,
+                            row.accuracy};
+  for (int i = 0; i < 9; ++i) statement.bind_double(4 + i, figures[i]);
+  statement.bind_text(13, row.raw.dump());
+  statement.bind_text(14, now_utc());
+  statement.run();
+  return sqlite3_last_insert_rowid(database.connection.get());
+}
+
+std::vector<MeasurementRow> Store::measurements(int64_t experiment_id) const {
+  Database& database = checked(handle_.get());
+  Statement statement(
+      database, fmt::format("list measurements of experiment {}", experiment_id),
+      "SELECT measurements.id, measurements.artifact_id, measurements.device_id, devices.name, measurements.batch, "
+      "measurements.latency_min_ms, measurements.latency_mean_ms, measurements.latency_p50_ms, "
+      "measurements.latency_p90_ms, measurements.latency_p99_ms, measurements.latency_std_ms, measurements.fps, "
+      "measurements.peak_rss_mb, measurements.accuracy, measurements.raw_json, measurements.created "
+      "FROM measurements JOIN devices ON devices.id = measurements.device_id "
+      "JOIN artifacts ON artifacts.id = measurements.artifact_id JOIN trials ON trials.id = artifacts.trial_id "
+      "WHERE trials.experiment_id = ?1 ORDER BY measurements.id");
+  statement.bind_int(1, experiment_id);
+  const auto figure = [&](int index) {
+    return statement.column_is_null(index) ? std::numeric_limits<double>::quiet_NaN() : statement.column_double(index);
+  };
+  std::vector<MeasurementRow> rows;
+  while (statement.step()) {
+    MeasurementRow row;
+    row.id = statement.column_int(0);
+    row.artifact_id = statement.column_int(1);
+    row.device_id = statement.column_int(2);
+    row.device = statement.column_text(3);
+    row.batch = statement.column_int(4);
+    row.latency_min_ms = figure(5);
+    row.latency_mean_ms = figure(6);
+    row.latency_p50_ms = figure(7);
+    row.latency_p90_ms = figure(8);
+    row.latency_p99_ms = figure(9);
+    row.latency_std_ms = figure(10);
+    row.fps = figure(11);
+    row.peak_rss_mb = figure(12);
+    row.accuracy = figure(13);
+    row.raw = parse_stored_json(database, fmt::format("measurement {} raw_json", row.id), statement.column_text(14));
+    row.created = statement.column_text(15);
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
 Json Store::query(const std::string& sql) const {
   Database& database = checked(handle_.get());
   sqlite3* connection = database.connection.get();

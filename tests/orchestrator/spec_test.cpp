@@ -353,10 +353,11 @@ TEST(SpecErrors, Stages) {
 
 TEST(SpecErrors, UnknownTopLevelKey) {
   const std::string allowed =
-      "(allowed: [experiment], [data], [model], [baseline], [search], [run], [[pipeline]])";
-  EXPECT_EQ(error_of(kHead + "[[devices]]\nname = \"cpu\"\n"),
-            "x.toml:3:3: unknown top-level key 'devices' " + allowed);
-  EXPECT_EQ(error_of(kHead + "[objectives]\n"), "x.toml:3:2: unknown top-level key 'objectives' " + allowed);
+      "(allowed: [experiment], [data], [model], [baseline], [search], [run], [objectives], [[pipeline]], "
+      "[[devices]])";
+  EXPECT_EQ(error_of(kHead + "[[device]]\nname = \"cpu\"\n"),
+            "x.toml:3:3: unknown top-level key 'device' " + allowed);
+  EXPECT_EQ(error_of(kHead + "[objective]\n"), "x.toml:3:2: unknown top-level key 'objective' " + allowed);
   EXPECT_EQ(error_of("seed = 3\n" + kHead), "x.toml:1:1: unknown top-level key 'seed' " + allowed);
 }
 

@@ -704,5 +704,121 @@ TEST_F(StoreTest, StoreIsMovable) {
   EXPECT_EQ(Store::open(other_path, Store::Mode::ReadOnly).experiments()[0].name, "other");
 }
 
+TEST_F(StoreTest, UpsertDeviceInsertsOnceAndUpdatesByName) {
+  Store store = open_writer();
+  DeviceRow device;
+  device.name = "board-a";
+  device.address = "127.0.0.1:7070";
+  device.hardware = {{"cpu", "Cortex-A57"}, {"cores", 4}};
+  const int64_t id = store.upsert_device(device);
+  std::vector<DeviceRow> rows = store.devices();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].id, id);
+  EXPECT_EQ(rows[0].name, "board-a");
+  EXPECT_EQ(rows[0].address, "127.0.0.1:7070");
+  EXPECT_EQ(rows[0].hardware, device.hardware);
+  EXPECT_TRUE(is_iso_utc(rows[0].last_seen)) << rows[0].last_seen;
+
+  device.address = "127.0.0.1:7071";
+  device.hardware = {{"cpu", "Cortex-A57"}, {"cores", 2}};
+  device.last_seen = "2026-01-02T03:04:05Z";
+  EXPECT_EQ(store.upsert_device(device), id) << "the same name is the same device";
+  DeviceRow other;
+  other.name = "board-b";
+  const int64_t other_id = store.upsert_device(other);
+  EXPECT_NE(other_id, id);
+  rows = store.devices();
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].address, "127.0.0.1:7071");
+  EXPECT_EQ(rows[0].hardware["cores"], 2);
+  EXPECT_EQ(rows[0].last_seen, "2026-01-02T03:04:05Z");
+  EXPECT_EQ(rows[1].name, "board-b");
+  EXPECT_EQ(rows[1].hardware, Json::object());
+
+  EXPECT_TRUE(contains(error_message([&] { store.upsert_device(DeviceRow{}); }), "no name"));
+  Store reader = open_reader();
+  EXPECT_EQ(reader.devices().size(), 2u);
+  EXPECT_TRUE(contains(error_message([&] { reader.upsert_device(device); }), "read-only"));
+}
+
+TEST_F(StoreTest, MeasurementsRoundTripPerExperimentWithNullsAsNaN) {
+  Store store = open_writer();
+  const int64_t first = store.create_experiment("first", "spec", "h");
+  const int64_t second = store.create_experiment("second", "spec", "h");
+  const auto add_artifact = [&](int64_t experiment, const std::string& hash) {
+    ArtifactRow artifact;
+    artifact.trial_id = store.add_trial(experiment, "trial", Json::object(), hash);
+    artifact.kind = "model";
+    artifact.path = hash + ".pt";
+    artifact.sha256 = std::string(64, 'b');
+    artifact.format = "torchscript";
+    return store.add_artifact(artifact);
+  };
+  const int64_t artifact_1 = add_artifact(first, "one");
+  const int64_t artifact_2 = add_artifact(second, "two");
+  DeviceRow device;
+  device.name = "board";
+  const int64_t device_id = store.upsert_device(device);
+
+  MeasurementRow full;
+  full.artifact_id = artifact_1;
+  full.device_id = device_id;
+  full.batch = 8;
+  full.latency_min_ms = 1.0;
+  full.latency_mean_ms = 1.5;
+  full.latency_p50_ms = 1.4;
+  full.latency_p90_ms = 2.0;
+  full.latency_p99_ms = 3.0;
+  full.latency_std_ms = 0.25;
+  full.fps = 5333.3;
+  full.peak_rss_mb = 123.5;
+  full.accuracy = 91.25;
+  full.raw = {{"runs_ms", {1.0, 1.4, 2.0}}, {"load_ms", 12.5}};
+  const int64_t full_id = store.add_measurement(full);
+  MeasurementRow sparse;  // only a latency: the rest stays NULL
+  sparse.artifact_id = artifact_1;
+  sparse.device_id = device_id;
+  sparse.latency_p50_ms = 7.0;
+  store.add_measurement(sparse);
+  MeasurementRow elsewhere = full;
+  elsewhere.artifact_id = artifact_2;
+  store.add_measurement(elsewhere);
+
+  const std::vector<MeasurementRow> rows = store.measurements(first);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].id, full_id);
+  EXPECT_EQ(rows[0].artifact_id, artifact_1);
+  EXPECT_EQ(rows[0].device_id, device_id);
+  EXPECT_EQ(rows[0].device, "board");
+  EXPECT_EQ(rows[0].batch, 8);
+  EXPECT_EQ(rows[0].latency_min_ms, 1.0);
+  EXPECT_EQ(rows[0].latency_mean_ms, 1.5);
+  EXPECT_EQ(rows[0].latency_p50_ms, 1.4);
+  EXPECT_EQ(rows[0].latency_p90_ms, 2.0);
+  EXPECT_EQ(rows[0].latency_p99_ms, 3.0);
+  EXPECT_EQ(rows[0].latency_std_ms, 0.25);
+  EXPECT_EQ(rows[0].fps, 5333.3);
+  EXPECT_EQ(rows[0].peak_rss_mb, 123.5);
+  EXPECT_EQ(rows[0].accuracy, 91.25);
+  EXPECT_EQ(rows[0].raw, full.raw);
+  EXPECT_TRUE(is_iso_utc(rows[0].created)) << rows[0].created;
+  EXPECT_EQ(rows[1].batch, 1);
+  EXPECT_EQ(rows[1].latency_p50_ms, 7.0);
+  EXPECT_TRUE(std::isnan(rows[1].latency_p90_ms));
+  EXPECT_TRUE(std::isnan(rows[1].fps));
+  EXPECT_TRUE(std::isnan(rows[1].accuracy));
+  EXPECT_EQ(store.query("SELECT count(*) AS n FROM measurements WHERE accuracy IS NULL")[0]["n"], 1);
+  ASSERT_EQ(store.measurements(second).size(), 1u);
+  EXPECT_EQ(store.measurements(second)[0].artifact_id, artifact_2);
+  EXPECT_TRUE(store.measurements(second + 1).empty());
+
+  MeasurementRow dangling = full;
+  dangling.device_id = 4242;
+  EXPECT_TRUE(contains(error_message([&] { store.add_measurement(dangling); }), "FOREIGN KEY constraint failed"));
+  dangling = full;
+  dangling.artifact_id = 4242;
+  EXPECT_TRUE(contains(error_message([&] { store.add_measurement(dangling); }), "FOREIGN KEY constraint failed"));
+}
+
 }  // namespace
 }  // namespace edgesweep

@@ -42,7 +42,7 @@ struct SectionSpec {
   const ParamSpec* find(const std::string& key) const;
 };
 
-/// Fixed sections: "experiment", "data", "model", "baseline", "search", "run".
+/// Fixed sections: "experiment", "data", "model", "baseline", "search", "run", "objectives".
 const SectionSpec& section_spec(const std::string& section);
 
 /// The names of the fixed sections, in the order they appear in documentation.
@@ -57,6 +57,9 @@ std::vector<std::string> stage_names();
 
 /// Settings of one inline model layer (an entry of [[model.layers]]).
 const SectionSpec& layer_spec();
+
+/// Settings of one device agent (an entry of [[devices]]).
+const SectionSpec& device_spec();
 
 /// Checks one scalar value against its spec (type, range, choices); returns an error text or "" when valid.
 /// Integers are accepted where floats are expected and converted.

@@ -8,6 +8,7 @@
 
 #include "edgesweep/common/json.h"
 #include "edgesweep/common/trial_config.h"
+#include "edgesweep/orchestrator/pareto.h"
 
 namespace edgesweep {
 
@@ -26,6 +27,24 @@ struct RunSettings {
   double latency_seconds = 0.5;  ///< in-process latency budget per batch size; 0 disables
 };
 
+/// [objectives]: what `edgesweep pareto` selects on unless the command line says otherwise.
+struct ObjectiveSettings {
+  std::vector<Objective> objectives;  ///< maximize entries first, then minimize, in file order
+  std::vector<Constraint> constraints;
+};
+
+/// The defaults of [objectives]: maximize accuracy; minimize latency_p50_ms, peak_rss_mb, model_bytes; no constraint.
+ObjectiveSettings default_objective_settings();
+
+/// One [[devices]] entry: a device agent the experiment's candidates are measured on.
+struct DeviceSpec {
+  std::string name;        ///< unique within the experiment
+  std::string address;     ///< HOST:PORT of its agent (IPv6 hosts in brackets)
+  std::string token_file;  ///< file holding the shared token; empty: none (loopback only)
+  std::string profile;     ///< agent profile to ask for; empty: the agent's default
+  bool spawn = false;      ///< start a loopback agent at `address` when none answers
+};
+
 struct ExperimentSpec {
   std::filesystem::path path;  ///< where the spec was read from ("<string>" when parsed from text)
   std::string text;            ///< the TOML source as given
@@ -39,6 +58,8 @@ struct ExperimentSpec {
   /// A complete trial config (every default filled in); swept keys hold their first value.
   Json base_trial;
   std::vector<SweepDimension> dimensions;
+  ObjectiveSettings objectives = default_objective_settings();
+  std::vector<DeviceSpec> devices;
 };
 
 /// Parses and validates a spec. Every problem is an InputError whose message starts with

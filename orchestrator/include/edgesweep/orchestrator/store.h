@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,6 +62,35 @@ struct ArtifactRow {
   int64_t macs = 0;
   std::string format;  ///< e.g. "torchscript"
   Json metadata = Json::object();
+};
+
+/// A device agent as last seen by the orchestrator.
+struct DeviceRow {
+  int64_t id = 0;
+  std::string name;     ///< unique
+  std::string address;  ///< HOST:PORT of its agent
+  Json hardware = Json::object();  ///< what its agent reported (CPU, cores, memory, OS, LibTorch, ...)
+  std::string last_seen;  ///< ISO 8601 UTC; upsert_device sets the current time when empty
+};
+
+/// One benchmark of an artifact on a device at one batch size. Figures not measured are NaN (stored as NULL).
+struct MeasurementRow {
+  int64_t id = 0;
+  int64_t artifact_id = 0;
+  int64_t device_id = 0;
+  std::string device;  ///< the device's name (filled in by reads; ignored by add_measurement)
+  int64_t batch = 1;
+  double latency_min_ms = std::numeric_limits<double>::quiet_NaN();
+  double latency_mean_ms = std::numeric_limits<double>::quiet_NaN();
+  double latency_p50_ms = std::numeric_limits<double>::quiet_NaN();
+  double latency_p90_ms = std::numeric_limits<double>::quiet_NaN();
+  double latency_p99_ms = std::numeric_limits<double>::quiet_NaN();
+  double latency_std_ms = std::numeric_limits<double>::quiet_NaN();
+  double fps = std::numeric_limits<double>::quiet_NaN();
+  double peak_rss_mb = std::numeric_limits<double>::quiet_NaN();
+  double accuracy = std::numeric_limits<double>::quiet_NaN();  ///< top-1 in percent, like test_accuracy
+  Json raw = Json::object();  ///< everything else the agent reported (per-run latencies, load time, ...)
+  std::string created;        ///< ISO 8601 UTC, set by add_measurement
 };
 
 /// Latest schema version this build writes.
@@ -122,6 +152,15 @@ class Store {
   /// The newest artifact of `kind` whose trial has this config hash within the experiment, if any.
   std::optional<ArtifactRow> find_artifact(int64_t experiment_id, const std::string& config_hash,
                                            const std::string& kind) const;
+
+  // Devices and measurements.
+  /// Inserts the device or, when its name is known, updates its address, hardware and last_seen; returns its id.
+  int64_t upsert_device(const DeviceRow& row);
+  std::vector<DeviceRow> devices() const;
+  /// Records one measurement (row.device_id and row.artifact_id must exist); returns its id.
+  int64_t add_measurement(const MeasurementRow& row);
+  /// The measurements of an experiment's artifacts (through artifacts -> trials), oldest first, device names filled.
+  std::vector<MeasurementRow> measurements(int64_t experiment_id) const;
 
   /// Runs a read-only SQL statement and returns its rows as JSON objects (column name -> value).
   Json query(const std::string& sql) const;
