@@ -1,4 +1,4 @@
-// The edgesweep command line: validate, run, status, trials, pareto, export, query.
+// The edgesweep command line: validate, run, status, trials, pareto, export, query, report.
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +14,7 @@
 #include "edgesweep/common/mpi_session.h"
 #include "edgesweep/orchestrator/choice_tables.h"
 #include "edgesweep/orchestrator/pareto.h"
+#include "edgesweep/orchestrator/report.h"
 #include "edgesweep/orchestrator/scheduler.h"
 #include "edgesweep/orchestrator/spec.h"
 #include "edgesweep/orchestrator/store.h"
@@ -178,6 +179,18 @@ int main(int argc, char** argv) {
   query->add_option("target", target, "experiment TOML, results folder or database file")->required();
   query->add_option("sql", sql, "one read-only SQL statement")->required();
 
+  std::string report_output, report_gnuplot;
+  int64_t report_batch = 1;
+  auto* report = app.add_subcommand("report", "write a self-contained HTML report of an experiment");
+  report->add_option("target", target, "experiment TOML, results folder or database file")->required();
+  report->add_option("--experiment", experiment_name, "experiment name, when the store holds several");
+  report->add_option("--output", report_output, "HTML file to write (default: report.html beside the store)");
+  report->add_option("--batch", report_batch, "batch size of the device measurements in the Pareto plots")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  report->add_option("--gnuplot", report_gnuplot,
+                     "gnuplot program (default: $EDGESWEEP_GNUPLOT, else gnuplot on PATH)");
+
   // Hidden: the isolated benchmark a device agent runs in a child process (one artifact, or --empty for the runtime
   // alone); request and result are JSON files.
   std::string bench_request, bench_output;
@@ -247,6 +260,19 @@ int main(int argc, char** argv) {
       const Store store = Store::open(resolve_store(target), Store::Mode::ReadOnly);
       const ExperimentRow experiment = pick_experiment(store, target, experiment_name);
       fmt::print("{}", format_trials(store, experiment.id, format, status_filter));
+      return 0;
+    }
+    if (*report) {
+      const fs::path store_file = resolve_store(target);
+      const Store store = Store::open(store_file, Store::Mode::ReadOnly);
+      const ExperimentRow experiment = pick_experiment(store, target, experiment_name);
+      ReportOptions options;
+      options.batch = report_batch;
+      options.gnuplot = report_gnuplot;
+      const fs::path output =
+          report_output.empty() ? store_file.parent_path() / "report.html" : fs::path(report_output);
+      write_report(store, experiment.id, output, options);
+      fmt::print("report: {}\n", output.string());
       return 0;
     }
     if (*query) {
