@@ -47,7 +47,7 @@ struct BrowserRun {
 };
 
 /// Runs argv in its own process group with output in `folder`; past `timeout` the group is killed. The group is
-/// killed after a normal exit too, so no helper process of the browser outlives the test.
+/// killed after a normal exit too, so no process the browser started outlives the test.
 BrowserRun run_bounded(std::vector<std::string> argv, const fs::path& folder, std::chrono::seconds timeout) {
   const fs::path out = folder / "stdout.txt", err = folder / "stderr.txt";
   posix_spawn_file_actions_t actions;
@@ -85,7 +85,7 @@ BrowserRun run_bounded(std::vector<std::string> argv, const fs::path& folder, st
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  kill(-pid, SIGKILL);  // the browser's helper processes, if any are left in its group
+  kill(-pid, SIGKILL);  // the processes the browser started, if any are left in its group
   if (!run.timed_out) run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   run.out = read_file(out);
   run.err = read_file(err);
