@@ -296,7 +296,9 @@ void pareto_section(Page& page, const Store& store, int64_t experiment_id, int64
       "<p>Each point is a model measured on the device at batch {}: accuracy (higher is better) against one cost "
       "(lower is better). Red points joined by a line are the non-dominated ones for that pair; the blue ring is the "
       "knee (the front point nearest the ideal after scaling both axes to the front's range); numbers are trial "
-      "ids. The device <code>{}</code> stands for the latency the workers measured in-process on their own host."
+      "ids. No constraints are applied here (<code>edgesweep pareto</code> applies the experiment's "
+      "<code>[objectives]</code>). The device <code>{}</code> stands for the latency the workers measured "
+      "in-process on their own host."
       "</p>\n", batch, html_escape(in_process_device));
 
   // Per device and x metric, the 2-D selection; devices in name order.
