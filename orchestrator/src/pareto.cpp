@@ -44,7 +44,8 @@ std::string trim(const std::string& text) {
 //   solve(S, k): the points of S are equal in coordinates < k; marks each point of S dominated by another of S.
 //     Split S at the median m of coordinate k into L (<= m) and H (> m) (or < m and >= m when m is the largest
 //     value); solve(L, k), solve(H, k), then cross(L, H, k + 1): every point of L is already <= every point of H in
-//     coordinates <= k, and no point of H can dominate one of L. When all of S shares coordinate k, solve(S, k + 1).
+//     coordinates <= k, and no point of H can dominate one of L; only the points of L left undominated need
+//     comparing (a dominator of a point of L lies in L). When all of S shares coordinate k, solve(S, k + 1).
 //   cross(A, B, k): every a is <= every b in coordinates < k; marks each b with some a <= b in coordinates >= k.
 //     One coordinate left: compare with the minimum of A. Two left: sort both by the first and sweep with the
 //     running minimum of the second. More: split A u B at a median of coordinate k and recurse as solve does:
@@ -184,6 +185,9 @@ void solve(PointSet& set, const std::vector<size_t>& items, size_t k) {
   for (size_t p : items) (goes_low(set.at(p, k), *split) ? low : high).push_back(p);
   solve(set, low, k);
   solve(set, high, k);
+  // A dominated point of `low` has a dominator in `low` that is not dominated (solve(low) compared them), and that
+  // one dominates whatever the point dominates: only the front of `low` needs to be compared with `high`.
+  low.erase(std::remove_if(low.begin(), low.end(), [&](size_t p) { return set.dominated[p] != 0; }), low.end());
   cross(set, low, high, k + 1);
 }
 
