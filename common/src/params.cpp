@@ -260,6 +260,31 @@ std::map<std::string, SectionSpec> make_sections() {
                "conditions every chosen candidate meets, \"<metric> <op> <number>\" with op <=, <, >=, >, ==, e.g. "
                "\"accuracy_drop <= 1.0\""),
       }};
+  sections["measure"] = {
+      "measure",
+      {
+          list("batch_sizes", ParamType::FloatList, Json::array({1, 32}),
+               "batch sizes every artifact is benchmarked at on every device (whole numbers >= 1)"),
+          integer("warmup_runs", 5, 0, 100000, false, "untimed runs before timing, per batch size"),
+          real("warmup_seconds", 0.5, 0.0, 3600.0, false, "and at least this long of untimed runs"),
+          integer("min_runs", 20, 1, 1000000, false, "timed runs per batch size, at least"),
+          real("min_seconds", 1.0, 0.0, 3600.0, false, "and at least this long of timed runs"),
+          integer("accuracy_images", 0, 0, std::nullopt, false,
+                  "test images the device classifies for its own accuracy (0 = the whole test split)"),
+          text("dataset_path", "", {}, false,
+               "the evaluation set's folder on the devices (empty: [data] path, else the packaged location)"),
+          integer("max_attempts", 3, 1, 100, false, "attempts of a measurement before it stays failed"),
+          real("retry_seconds", 2.0, 0.0, 3600.0, false, "wait before the first retry; doubles with every attempt"),
+          real("heartbeat_seconds", 5.0, 0.1, 3600.0, false, "an idle device is pinged this often"),
+          integer("offline_after", 3, 1, 1000, false, "missed heartbeats after which a device is marked offline"),
+          real("benchmark_timeout_seconds", 600.0, 1.0, 86400.0, false,
+               "longest wait for one benchmark's result (queueing on the agent included)"),
+          real("timeout_seconds", 1800.0, 0.0, 604800.0, false,
+               "once the trials are over, how long the run waits for the remaining measurements"),
+          boolean("during_training", true, false,
+                  "measure while trials still train (false: only once every trial is over, so a device that "
+                  "shares the host's cores is measured undisturbed)"),
+      }};
   return sections;
 }
 
@@ -292,6 +317,10 @@ SectionSpec make_device_spec() {
               text("token_file", "", {}, false, "file holding the agent's shared token (empty: no token, loopback only)"),
               text("profile", "", {}, false, "agent profile to benchmark with (empty: the agent's default)"),
               boolean("spawn", false, false, "start a loopback agent at `address` when none answers"),
+              integer("threads", 0, 0, 1024, false, "spawn: LibTorch threads of the agent's benchmarks (0: its default)"),
+              integer("memory_mb", 0, 0, std::nullopt, false, "spawn: memory cap of each benchmark in MB (0: none)"),
+              text("cpus", "", {}, false, "spawn: CPU list of the benchmarks, e.g. \"0\" or \"0,1\" (empty: all)"),
+              text("engine", "", {}, false, "spawn: quantized engine (onednn, qnnpack; empty: the artifact's own)"),
           }};
 }
 
@@ -333,7 +362,7 @@ const SectionSpec& section_spec(const std::string& section) {
 
 const std::vector<std::string>& section_names() {
   static const std::vector<std::string> names = {"experiment", "data",  "model",     "baseline",
-                                                 "search",     "run",   "objectives"};
+                                                 "search",     "run",   "objectives", "measure"};
   return names;
 }
 

@@ -14,6 +14,10 @@
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/hash.h"
 #include "edgesweep/common/task.h"
+#include "edgesweep/orchestrator/choice_tables.h"
+#include "edgesweep/orchestrator/farm.h"
+#include "edgesweep/orchestrator/pareto.h"
+#include "edgesweep/orchestrator/report.h"
 #include "edgesweep/orchestrator/store.h"
 #include "edgesweep/orchestrator/tables.h"
 #include "edgesweep/workers/run_task.h"
@@ -123,9 +127,13 @@ class Scheduler {
     return std::nullopt;
   }
 
-  /// Records a task's result in one transaction.
+  /// Measurement jobs are queued on `farm` for every artifact a task records from now on.
+  void set_farm(Farm* farm) { farm_ = farm; }
+
+  /// Records a task's result in one transaction, then queues the measurements of its artifacts.
   void record(const TaskResult& result) {
     TrialRow& row = rows_.at(result.trial_id);
+    std::vector<ArtifactRow> recorded;
     store_.transaction([&] {
       if (result.ok) {
         std::vector<MetricRow> metrics;
@@ -134,8 +142,9 @@ class Scheduler {
         if (row.kind == "baseline") metrics.push_back({row.id, -1, "cached", result.cached ? 1.0 : 0.0});
         store_.add_metrics(metrics);
         for (const ArtifactRecord& a : result.artifacts) {
-          store_.add_artifact(
-              {0, row.id, a.kind, a.path, a.sha256, a.bytes, a.params, a.macs, a.format, a.metadata});
+          ArtifactRow artifact{0, row.id, a.kind, a.path, a.sha256, a.bytes, a.params, a.macs, a.format, a.metadata};
+          artifact.id = store_.add_artifact(artifact);
+          recorded.push_back(std::move(artifact));
         }
         store_.mark_done(row.id);
         row.status = TrialStatus::Done;
@@ -151,6 +160,7 @@ class Scheduler {
         if (row.kind == "baseline") fail_dependents(row.id, result.error);
       }
     });
+    if (farm_ != nullptr && row.status == TrialStatus::Done) farm_->add_jobs(recorded);
     ++finished_this_run_;
     if (options_.progress) print_progress();
   }
@@ -263,13 +273,23 @@ class Scheduler {
   std::map<int64_t, int64_t> attempts_at_start_;
   int64_t finished_this_run_ = 0;
   Clock::time_point start_;
+  Farm* farm_ = nullptr;
 };
 
-void run_inline(Scheduler& scheduler) {
-  while (auto task = scheduler.next_task(0, 1)) scheduler.record(run_task(*task));
+/// Rank 0's turn for the device farm: measurements are handed out while trials train when [measure] allows it.
+void poll_farm(Farm& farm, const Scheduler& scheduler, const ExperimentSpec& spec) {
+  farm.poll(spec.measure.during_training || scheduler.finished());
 }
 
-void run_over_mpi(Scheduler& scheduler, MpiSession& session) {
+void run_inline(Scheduler& scheduler, Farm& farm, const ExperimentSpec& spec) {
+  poll_farm(farm, scheduler, spec);
+  while (auto task = scheduler.next_task(0, 1)) {
+    scheduler.record(run_task(*task));
+    poll_farm(farm, scheduler, spec);
+  }
+}
+
+void run_over_mpi(Scheduler& scheduler, MpiSession& session, Farm& farm, const ExperimentSpec& spec) {
   std::set<int> idle;                       // workers waiting for work
   std::map<int, int64_t> running;           // worker -> task
   int active = session.size() - 1;          // workers not yet released
@@ -293,6 +313,7 @@ void run_over_mpi(Scheduler& scheduler, MpiSession& session) {
       idle.clear();
       if (active == 0) break;
     }
+    poll_farm(farm, scheduler, spec);
     const auto message = session.receive(std::chrono::milliseconds(500), std::chrono::milliseconds(5));
     if (!message) continue;
     if (message->tag == Tag::Ready) {
@@ -324,19 +345,75 @@ void run_over_mpi(Scheduler& scheduler, MpiSession& session) {
 
 fs::path store_path(const ExperimentSpec& spec) { return spec.run.results_dir / "edgesweep.db"; }
 
+namespace {
+
+/// The Pareto table of every device of the experiment (batch 1, the experiment's [objectives]) and the HTML report.
+void print_device_fronts(const Store& store, const ExperimentSpec& spec, int64_t experiment_id) {
+  try {
+    ParetoOptions options;
+    options.objectives = spec.objectives.objectives;
+    options.constraints = spec.objectives.constraints;
+    options.batch = 1;
+    std::vector<DeviceFront> fronts;
+    for (DeviceFront& front : select_pareto(load_candidates(store, experiment_id, options.batch), options)) {
+      for (const DeviceSpec& device : spec.devices) {
+        if (device.name == front.device) fronts.push_back(std::move(front));
+      }
+    }
+    if (fronts.empty()) {
+      fmt::print("pareto: no device measurement to choose from\n");
+    } else {
+      fmt::print("{}", format_pareto(fronts, options, "table"));
+    }
+  } catch (const std::exception& e) {
+    spdlog::warn("pareto: {}", e.what());
+  }
+  const fs::path report = spec.run.results_dir / "report.html";
+  try {
+    write_report(store, experiment_id, report);
+    fmt::print("report: {}\n", report.string());
+  } catch (const std::exception& e) {
+    spdlog::warn("report: cannot write '{}': {}", report.string(), e.what());
+  }
+}
+
+}  // namespace
+
 int orchestrate(const ExperimentSpec& spec, const RunOptions& options, MpiSession& session) {
   Store store = Store::open(store_path(spec), Store::Mode::ReadWrite);
   Scheduler scheduler(store, spec, options);
   scheduler.prepare();
+  Farm farm(store, spec, scheduler.experiment_id());
+  scheduler.set_farm(&farm);
+  farm.start(options.resume);
   if (session.size() == 1) {
     spdlog::info("running '{}' in this process (no worker ranks)", spec.name);
-    run_inline(scheduler);
+    run_inline(scheduler, farm, spec);
   } else {
     spdlog::info("running '{}' on {} worker rank(s)", spec.name, session.size() - 1);
-    run_over_mpi(scheduler, session);
+    run_over_mpi(scheduler, session, farm, spec);
   }
-  const int code = scheduler.finish();
+  int code = scheduler.finish();
+  bool measurements_complete = true;
+  if (farm.enabled()) {
+    measurements_complete = farm.wait(spec.measure.timeout_seconds);
+    farm.stop();
+    const FarmCounts counts = farm.counts();
+    if (!measurements_complete) {
+      spdlog::warn("measurements: not finished {} s after the trials ({} pending); `edgesweep run --resume {}` "
+                   "continues them",
+                   spec.measure.timeout_seconds, counts.pending, spec.path.string());
+    }
+    if (counts.failed > 0) {
+      spdlog::warn("measurements: {} of {} failed; `edgesweep query {} \"SELECT id, status, error FROM "
+                   "measurement_jobs WHERE status = 'failed'\"` lists them, `run --resume` retries them",
+                   counts.failed, counts.done + counts.failed + counts.pending, spec.path.string());
+    }
+    // Trials finished but measurements failed or unfinished: the run did not do everything it was asked to.
+    if (counts.failed > 0 || !measurements_complete) code = std::max(code, 1);
+  }
   fmt::print("{}", format_trials(store, scheduler.experiment_id(), "table"));
+  if (farm.enabled()) print_device_fronts(store, spec, scheduler.experiment_id());
   fmt::print("results: {}\n", store_path(spec).string());
   return code;
 }

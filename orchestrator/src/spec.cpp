@@ -490,6 +490,10 @@ std::vector<DeviceSpec> SpecParser::read_devices(const toml::node& node) {
     device.token_file = settings["token_file"].get<std::string>();
     device.profile = settings["profile"].get<std::string>();
     device.spawn = settings["spawn"].get<bool>();
+    device.threads = settings["threads"].get<int64_t>();
+    device.memory_mb = settings["memory_mb"].get<int64_t>();
+    device.cpus = settings["cpus"].get<std::string>();
+    device.engine = settings["engine"].get<std::string>();
     const toml::source_position name_at = table->get("name")->source().begin;
     bool valid_name = !device.name.empty();
     for (char c : device.name) {
@@ -591,6 +595,35 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
   spec.run.latency_seconds = run["latency_seconds"].get<double>();
   spec.objectives = std::move(objectives);
   spec.devices = std::move(devices);
+  const Json& measure = sections["measure"];
+  spec.measure.batch_sizes.clear();
+  for (const Json& value : measure["batch_sizes"]) {
+    const double batch = value.get<double>();
+    if (!(batch >= 1 && batch <= 65536 && std::floor(batch) == batch)) {
+      const toml::node* at = root.at_path("measure.batch_sizes").node();
+      fail(at != nullptr ? at->source().begin : toml::source_position{1, 1},
+           fmt::format("[measure] 'batch_sizes' holds {}; each must be a whole number from 1 to 65536", value.dump()));
+    }
+    spec.measure.batch_sizes.push_back(static_cast<int64_t>(batch));
+  }
+  if (spec.measure.batch_sizes.empty()) {
+    const toml::node* at = root.at_path("measure.batch_sizes").node();
+    fail(at != nullptr ? at->source().begin : toml::source_position{1, 1},
+         "[measure] 'batch_sizes' is empty; give at least one batch size");
+  }
+  spec.measure.warmup_runs = measure["warmup_runs"].get<int64_t>();
+  spec.measure.warmup_seconds = measure["warmup_seconds"].get<double>();
+  spec.measure.min_runs = measure["min_runs"].get<int64_t>();
+  spec.measure.min_seconds = measure["min_seconds"].get<double>();
+  spec.measure.accuracy_images = measure["accuracy_images"].get<int64_t>();
+  spec.measure.dataset_path = measure["dataset_path"].get<std::string>();
+  spec.measure.max_attempts = measure["max_attempts"].get<int64_t>();
+  spec.measure.retry_seconds = measure["retry_seconds"].get<double>();
+  spec.measure.heartbeat_seconds = measure["heartbeat_seconds"].get<double>();
+  spec.measure.offline_after = measure["offline_after"].get<int64_t>();
+  spec.measure.benchmark_timeout_seconds = measure["benchmark_timeout_seconds"].get<double>();
+  spec.measure.timeout_seconds = measure["timeout_seconds"].get<double>();
+  spec.measure.during_training = measure["during_training"].get<bool>();
 
   const Json trial = {{"seed", spec.seed},
                       {"data", sections["data"]},

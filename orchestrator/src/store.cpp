@@ -112,6 +112,27 @@ FROM trials
 JOIN experiments ON experiments.id = trials.experiment_id
 LEFT JOIN artifacts ON artifacts.id = (SELECT max(id) FROM artifacts WHERE artifacts.trial_id = trials.id);
 )sql",
+    // Version 3: the device farm's queue of measurement jobs (artifact x device x request) and device status.
+    R"sql(
+ALTER TABLE devices ADD COLUMN status TEXT NOT NULL DEFAULT 'unknown';
+-- next_attempt_at: Unix time in seconds before which a pending job is not tried again (retry back-off).
+CREATE TABLE measurement_jobs (
+  id INTEGER PRIMARY KEY,
+  artifact_id INTEGER NOT NULL REFERENCES artifacts(id),
+  device_id INTEGER NOT NULL REFERENCES devices(id),
+  request_hash TEXT NOT NULL,
+  request_json TEXT NOT NULL,
+  status TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at REAL NOT NULL DEFAULT 0,
+  error TEXT,
+  created TEXT NOT NULL,
+  started TEXT,
+  finished TEXT,
+  UNIQUE (artifact_id, device_id, request_hash)
+);
+CREATE INDEX measurement_jobs_by_device_status ON measurement_jobs(device_id, status);
+)sql",
 };
 
 constexpr int latest_schema_version = static_cast<int>(sizeof(migrations) / sizeof(migrations[0]));
@@ -464,6 +485,23 @@ const char* to_string(TrialStatus status) {
   throw Error(fmt::format("internal error: unknown TrialStatus {}", static_cast<int>(status)));
 }
 
+const char* to_string(JobStatus status) {
+  switch (status) {
+    case JobStatus::Pending: return "pending";
+    case JobStatus::Running: return "running";
+    case JobStatus::Done: return "done";
+    case JobStatus::Failed: return "failed";
+  }
+  return "unknown";
+}
+
+JobStatus job_status_from_string(const std::string& text) {
+  for (JobStatus status : {JobStatus::Pending, JobStatus::Running, JobStatus::Done, JobStatus::Failed}) {
+    if (text == to_string(status)) return status;
+  }
+  throw Error(fmt::format("unknown measurement job status '{}' (expected pending, running, done or failed)", text));
+}
+
 TrialStatus trial_status_from_string(const std::string& text) {
   for (TrialStatus status : {TrialStatus::Pending, TrialStatus::Running, TrialStatus::Done, TrialStatus::Failed}) {
     if (text == to_string(status)) return status;
@@ -814,7 +852,7 @@ int64_t Store::upsert_device(const DeviceRow& row) {
 std::vector<DeviceRow> Store::devices() const {
   Database& database = checked(handle_.get());
   Statement statement(database, "list devices",
-                      "SELECT id, name, address, hardware_json, last_seen FROM devices ORDER BY id");
+                      "SELECT id, name, address, hardware_json, last_seen, status FROM devices ORDER BY id");
   std::vector<DeviceRow> rows;
   while (statement.step()) {
     DeviceRow row;
@@ -824,6 +862,7 @@ std::vector<DeviceRow> Store::devices() const {
     row.hardware = parse_stored_json(database, fmt::format("device '{}' hardware_json", row.name),
                                      statement.column_text(3));
     row.last_seen = statement.column_text(4);
+    row.status = statement.column_text(5);
     rows.push_back(std::move(row));
   }
   return rows;
@@ -888,6 +927,215 @@ std::vector<MeasurementRow> Store::measurements(int64_t experiment_id) const {
     rows.push_back(std::move(row));
   }
   return rows;
+}
+
+int64_t Store::register_device(const std::string& name, const std::string& address) {
+  Database& database = writable(handle_.get(), "register device");
+  check(!name.empty(), "store '{}': register device: the device has no name", database.path);
+  const std::string step = fmt::format("register device '{}'", name);
+  int64_t device_id = 0;
+  transaction([&] {
+    Statement upsert(database, step,
+                     "INSERT INTO devices (name, address) VALUES (?1, ?2) "
+                     "ON CONFLICT (name) DO UPDATE SET address = excluded.address");
+    upsert.bind_text(1, name);
+    upsert.bind_text(2, address);
+    upsert.run();
+    Statement select(database, step, "SELECT id FROM devices WHERE name = ?1");
+    select.bind_text(1, name);
+    EDGESWEEP_ASSERT(select.step());
+    device_id = select.column_int(0);
+  });
+  return device_id;
+}
+
+void Store::mark_device_online(int64_t device_id, const Json& hardware) {
+  Database& database = writable(handle_.get(), "mark device online");
+  const std::string step = fmt::format("mark device {} online", device_id);
+  const bool has_hardware = hardware.is_object() && !hardware.empty();
+  Statement statement(database, step,
+                      has_hardware ? "UPDATE devices SET status = 'online', last_seen = ?2, hardware_json = ?3 "
+                                     "WHERE id = ?1"
+                                   : "UPDATE devices SET status = 'online', last_seen = ?2 WHERE id = ?1");
+  statement.bind_int(1, device_id);
+  statement.bind_text(2, now_utc());
+  if (has_hardware) statement.bind_text(3, hardware.dump());
+  statement.run();
+  check(changed_rows(database) == 1, "store '{}': {}: no device with id {}", database.path, step, device_id);
+}
+
+void Store::mark_device_offline(int64_t device_id) {
+  Database& database = writable(handle_.get(), "mark device offline");
+  const std::string step = fmt::format("mark device {} offline", device_id);
+  Statement statement(database, step, "UPDATE devices SET status = 'offline' WHERE id = ?1");
+  statement.bind_int(1, device_id);
+  statement.run();
+  check(changed_rows(database) == 1, "store '{}': {}: no device with id {}", database.path, step, device_id);
+}
+
+namespace {
+
+const char* const job_columns =
+    "measurement_jobs.id, measurement_jobs.artifact_id, measurement_jobs.device_id, devices.name, "
+    "measurement_jobs.request_hash, measurement_jobs.request_json, measurement_jobs.status, measurement_jobs.attempts, "
+    "measurement_jobs.next_attempt_at, measurement_jobs.error, measurement_jobs.created, measurement_jobs.started, "
+    "measurement_jobs.finished";
+
+MeasurementJobRow read_job(const Database& database, const Statement& statement) {
+  MeasurementJobRow row;
+  row.id = statement.column_int(0);
+  row.artifact_id = statement.column_int(1);
+  row.device_id = statement.column_int(2);
+  row.device = statement.column_text(3);
+  row.request_hash = statement.column_text(4);
+  row.request = parse_stored_json(database, fmt::format("measurement job {} request_json", row.id),
+                                  statement.column_text(5));
+  row.status = job_status_from_string(statement.column_text(6));
+  row.attempts = statement.column_int(7);
+  row.next_attempt_at = statement.column_double(8);
+  row.error = statement.column_text(9);
+  row.created = statement.column_text(10);
+  row.started = statement.column_text(11);
+  row.finished = statement.column_text(12);
+  return row;
+}
+
+/// Runs an UPDATE of one job and throws, naming the job and its status, when it changed nothing.
+void update_one_job(const Store& store, const Database& database, Statement& statement, int64_t job_id,
+                    const std::string& step, const char* expected) {
+  statement.run();
+  if (changed_rows(database) == 1) return;
+  const std::optional<MeasurementJobRow> job = store.measurement_job(job_id);
+  check(job.has_value(), "store '{}': {}: no measurement job with id {}", database.path, step, job_id);
+  throw Error(fmt::format("store '{}': {}: the job is {}, not {}", database.path, step, to_string(job->status),
+                          expected));
+}
+
+}  // namespace
+
+int64_t Store::add_measurement_job(int64_t artifact_id, int64_t device_id, const Json& request,
+                                   const std::string& request_hash) {
+  Database& database = writable(handle_.get(), "add measurement job");
+  const std::string step =
+      fmt::format("add measurement job of artifact {} on device {}", artifact_id, device_id);
+  int64_t job_id = 0;
+  transaction([&] {
+    Statement insert(database, step,
+                     "INSERT INTO measurement_jobs (artifact_id, device_id, request_hash, request_json, status, "
+                     "created) VALUES (?1, ?2, ?3, ?4, 'pending', ?5) "
+                     "ON CONFLICT (artifact_id, device_id, request_hash) DO NOTHING");
+    insert.bind_int(1, artifact_id);
+    insert.bind_int(2, device_id);
+    insert.bind_text(3, request_hash);
+    insert.bind_text(4, request.dump());
+    insert.bind_text(5, now_utc());
+    insert.run();
+    Statement select(database, step,
+                     "SELECT id FROM measurement_jobs WHERE artifact_id = ?1 AND device_id = ?2 AND request_hash = ?3");
+    select.bind_int(1, artifact_id);
+    select.bind_int(2, device_id);
+    select.bind_text(3, request_hash);
+    EDGESWEEP_ASSERT(select.step());
+    job_id = select.column_int(0);
+  });
+  return job_id;
+}
+
+std::vector<MeasurementJobRow> Store::measurement_jobs(int64_t experiment_id) const {
+  Database& database = checked(handle_.get());
+  Statement statement(database, fmt::format("list measurement jobs of experiment {}", experiment_id),
+                      fmt::format("SELECT {} FROM measurement_jobs JOIN devices ON devices.id = measurement_jobs.device_id "
+                                  "JOIN artifacts ON artifacts.id = measurement_jobs.artifact_id "
+                                  "JOIN trials ON trials.id = artifacts.trial_id "
+                                  "WHERE trials.experiment_id = ?1 ORDER BY measurement_jobs.id",
+                                  job_columns));
+  statement.bind_int(1, experiment_id);
+  std::vector<MeasurementJobRow> rows;
+  while (statement.step()) rows.push_back(read_job(database, statement));
+  return rows;
+}
+
+std::optional<MeasurementJobRow> Store::measurement_job(int64_t job_id) const {
+  Database& database = checked(handle_.get());
+  Statement statement(database, fmt::format("read measurement job {}", job_id),
+                      fmt::format("SELECT {} FROM measurement_jobs JOIN devices ON devices.id = "
+                                  "measurement_jobs.device_id WHERE measurement_jobs.id = ?1",
+                                  job_columns));
+  statement.bind_int(1, job_id);
+  if (!statement.step()) return std::nullopt;
+  return read_job(database, statement);
+}
+
+void Store::mark_job_running(int64_t job_id) {
+  Database& database = writable(handle_.get(), "mark measurement job running");
+  const std::string step = fmt::format("mark measurement job {} running", job_id);
+  Statement statement(database, step,
+                      "UPDATE measurement_jobs SET status = 'running', attempts = attempts + 1, started = ?2, "
+                      "finished = NULL WHERE id = ?1 AND status = 'pending'");
+  statement.bind_int(1, job_id);
+  statement.bind_text(2, now_utc());
+  update_one_job(*this, database, statement, job_id, step, "pending");
+}
+
+void Store::mark_job_retry(int64_t job_id, const std::string& error, double next_attempt_at) {
+  Database& database = writable(handle_.get(), "retry measurement job");
+  const std::string step = fmt::format("put measurement job {} back to pending", job_id);
+  Statement statement(database, step,
+                      "UPDATE measurement_jobs SET status = 'pending', error = ?2, next_attempt_at = ?3, "
+                      "finished = ?4 WHERE id = ?1 AND status = 'running'");
+  statement.bind_int(1, job_id);
+  statement.bind_text(2, error);
+  statement.bind_double(3, next_attempt_at);
+  statement.bind_text(4, now_utc());
+  update_one_job(*this, database, statement, job_id, step, "running");
+}
+
+void Store::mark_job_failed(int64_t job_id, const std::string& error) {
+  Database& database = writable(handle_.get(), "mark measurement job failed");
+  const std::string step = fmt::format("mark measurement job {} failed", job_id);
+  Statement statement(database, step,
+                      "UPDATE measurement_jobs SET status = 'failed', error = ?2, finished = ?3 "
+                      "WHERE id = ?1 AND status IN ('pending', 'running')");
+  statement.bind_int(1, job_id);
+  statement.bind_text(2, error);
+  statement.bind_text(3, now_utc());
+  update_one_job(*this, database, statement, job_id, step, "pending or running");
+}
+
+void Store::complete_measurement_job(int64_t job_id, const std::vector<MeasurementRow>& rows) {
+  Database& database = writable(handle_.get(), "complete measurement job");
+  const std::string step = fmt::format("mark measurement job {} done", job_id);
+  transaction([&] {
+    Statement statement(database, step,
+                        "UPDATE measurement_jobs SET status = 'done', error = NULL, finished = ?2 "
+                        "WHERE id = ?1 AND status = 'running'");
+    statement.bind_int(1, job_id);
+    statement.bind_text(2, now_utc());
+    update_one_job(*this, database, statement, job_id, step, "running");
+    for (const MeasurementRow& row : rows) add_measurement(row);
+  });
+}
+
+int64_t Store::requeue_running_jobs(int64_t experiment_id) {
+  Database& database = writable(handle_.get(), "requeue running measurement jobs");
+  Statement statement(database, fmt::format("requeue running measurement jobs of experiment {}", experiment_id),
+                      "UPDATE measurement_jobs SET status = 'pending', next_attempt_at = 0 WHERE status = 'running' "
+                      "AND artifact_id IN (SELECT artifacts.id FROM artifacts JOIN trials ON trials.id = "
+                      "artifacts.trial_id WHERE trials.experiment_id = ?1)");
+  statement.bind_int(1, experiment_id);
+  statement.run();
+  return changed_rows(database);
+}
+
+int64_t Store::retry_failed_jobs(int64_t experiment_id) {
+  Database& database = writable(handle_.get(), "retry failed measurement jobs");
+  Statement statement(database, fmt::format("retry failed measurement jobs of experiment {}", experiment_id),
+                      "UPDATE measurement_jobs SET status = 'pending', attempts = 0, next_attempt_at = 0 "
+                      "WHERE status = 'failed' AND artifact_id IN (SELECT artifacts.id FROM artifacts JOIN trials "
+                      "ON trials.id = artifacts.trial_id WHERE trials.experiment_id = ?1)");
+  statement.bind_int(1, experiment_id);
+  statement.run();
+  return changed_rows(database);
 }
 
 Json Store::query(const std::string& sql) const {

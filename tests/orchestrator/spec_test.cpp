@@ -353,8 +353,8 @@ TEST(SpecErrors, Stages) {
 
 TEST(SpecErrors, UnknownTopLevelKey) {
   const std::string allowed =
-      "(allowed: [experiment], [data], [model], [baseline], [search], [run], [objectives], [[pipeline]], "
-      "[[devices]])";
+      "(allowed: [experiment], [data], [model], [baseline], [search], [run], [objectives], [measure], "
+      "[[pipeline]], [[devices]])";
   EXPECT_EQ(error_of(kHead + "[[device]]\nname = \"cpu\"\n"),
             "x.toml:3:3: unknown top-level key 'device' " + allowed);
   EXPECT_EQ(error_of(kHead + "[objective]\n"), "x.toml:3:2: unknown top-level key 'objective' " + allowed);

@@ -126,13 +126,14 @@ TEST_F(StoreTest, TrialStatusNamesRoundTrip) {
 }
 
 TEST_F(StoreTest, CreatesFreshFileAtLatestVersion) {
-  EXPECT_EQ(store_schema_version(), 2);
+  EXPECT_EQ(store_schema_version(), 3);
   Store store = open_writer();
   EXPECT_TRUE(fs::exists(database_path()));
-  EXPECT_EQ(store.schema_version(), 2);
+  EXPECT_EQ(store.schema_version(), 3);
   std::set<std::string> objects = schema_objects(store);
   for (const char* name : {"experiments", "trials", "metrics", "artifacts", "devices", "measurements",
-                           "trial_results", "trials_by_experiment_status", "metrics_by_trial"}) {
+                           "trial_results", "trials_by_experiment_status", "metrics_by_trial", "measurement_jobs",
+                           "measurement_jobs_by_device_status"}) {
     EXPECT_EQ(objects.count(name), 1u) << name;
   }
   Json views = store.query("SELECT name FROM sqlite_master WHERE type = 'view'");
@@ -146,7 +147,7 @@ TEST_F(StoreTest, SetsConnectionPragmas) {
   EXPECT_EQ(store.query("PRAGMA foreign_keys")[0]["foreign_keys"], 1);
   EXPECT_EQ(store.query("PRAGMA synchronous")[0]["synchronous"], 1);  // NORMAL
   EXPECT_EQ(store.query("PRAGMA busy_timeout")[0]["timeout"], 5000);
-  EXPECT_EQ(store.query("PRAGMA user_version")[0]["user_version"], 2);
+  EXPECT_EQ(store.query("PRAGMA user_version")[0]["user_version"], 3);
 }
 
 TEST_F(StoreTest, MigratesVersionOneFileKeepingData) {
@@ -168,9 +169,10 @@ TEST_F(StoreTest, MigratesVersionOneFileKeepingData) {
     EXPECT_EQ(reader.schema_version(), 1);
   }
   Store store = open_writer();
-  EXPECT_EQ(store.schema_version(), 2);
+  EXPECT_EQ(store.schema_version(), 3);
   std::set<std::string> objects = schema_objects(store);
   EXPECT_EQ(objects.count("devices"), 1u);
+  EXPECT_EQ(objects.count("measurement_jobs"), 1u);
   EXPECT_EQ(objects.count("measurements"), 1u);
   std::optional<ExperimentRow> old = store.find_experiment("old");
   ASSERT_TRUE(old.has_value());
@@ -195,7 +197,7 @@ TEST_F(StoreTest, RefusesNewerSchemaInBothModes) {
   for (Store::Mode mode : {Store::Mode::ReadWrite, Store::Mode::ReadOnly}) {
     std::string message = error_message([&] { Store::open(database_path(), mode); });
     EXPECT_TRUE(contains(message, database_path().string()));
-    EXPECT_TRUE(contains(message, "schema version 9, newer than this build supports (2)"));
+    EXPECT_TRUE(contains(message, "schema version 9, newer than this build supports (3)"));
   }
   RawConnection raw = open_raw(database_path());  // untouched: still version 9, not converted to WAL
   sqlite3_stmt* raw_statement = nullptr;
@@ -609,7 +611,7 @@ TEST_F(StoreTest, QueryRefusesAnythingButOneReadingStatement) {
     EXPECT_TRUE(contains(error_message([&] { store.query(sql); }), expected)) << sql;
   }
   EXPECT_EQ(store.trials(experiment).size(), 1u);
-  EXPECT_EQ(store.schema_version(), 2);
+  EXPECT_EQ(store.schema_version(), 3);
   EXPECT_EQ(store.query("PRAGMA journal_mode")[0]["journal_mode"], "wal");
   EXPECT_EQ(store.query("PRAGMA foreign_keys")[0]["foreign_keys"], 1);
   // The connection is left in autocommit mode: a transaction still works.
@@ -626,7 +628,7 @@ TEST_F(StoreTest, ReadOnlyStoreRefusesWrites) {
     trial = writer.add_trial(experiment, "trial", {{"k", "v"}}, "cfg");
   }
   Store store = open_reader();
-  EXPECT_EQ(store.schema_version(), 2);
+  EXPECT_EQ(store.schema_version(), 3);
   ArtifactRow artifact;
   artifact.trial_id = trial;
   std::vector<std::function<void()>> writes = {
@@ -674,7 +676,7 @@ TEST_F(StoreTest, ReopeningKeepsEverything) {
   }
   for (Store::Mode mode : {Store::Mode::ReadWrite, Store::Mode::ReadOnly}) {
     Store store = Store::open(database_path(), mode);
-    EXPECT_EQ(store.schema_version(), 2);
+    EXPECT_EQ(store.schema_version(), 3);
     ASSERT_TRUE(store.find_experiment("e").has_value());
     EXPECT_EQ(store.find_experiment("e")->status, "done");
     EXPECT_EQ(store.find_experiment("e")->spec_text, "spec text");

@@ -42,7 +42,7 @@ struct SectionSpec {
   const ParamSpec* find(const std::string& key) const;
 };
 
-/// Fixed sections: "experiment", "data", "model", "baseline", "search", "run", "objectives".
+/// Fixed sections: "experiment", "data", "model", "baseline", "search", "run", "objectives", "measure".
 const SectionSpec& section_spec(const std::string& section);
 
 /// The names of the fixed sections, in the order they appear in documentation.

@@ -43,6 +43,28 @@ struct DeviceSpec {
   std::string token_file;  ///< file holding the shared token; empty: none (loopback only)
   std::string profile;     ///< agent profile to ask for; empty: the agent's default
   bool spawn = false;      ///< start a loopback agent at `address` when none answers
+  int64_t threads = 0;     ///< spawn: benchmark threads of the agent (0: its default)
+  int64_t memory_mb = 0;   ///< spawn: memory cap of each benchmark (0: none)
+  std::string cpus;        ///< spawn: CPU list of the benchmarks (empty: all)
+  std::string engine;      ///< spawn: quantized engine (empty: the artifact's own)
+};
+
+/// [measure]: how the device farm benchmarks every artifact on every device.
+struct MeasureSettings {
+  std::vector<int64_t> batch_sizes{1, 32};
+  int64_t warmup_runs = 5;
+  double warmup_seconds = 0.5;
+  int64_t min_runs = 20;
+  double min_seconds = 1.0;
+  int64_t accuracy_images = 0;   ///< 0: the whole test split
+  std::string dataset_path;      ///< the evaluation set on the devices; empty: [data] path or the packaged copy
+  int64_t max_attempts = 3;
+  double retry_seconds = 2.0;    ///< first back-off; doubles with each attempt
+  double heartbeat_seconds = 5.0;
+  int64_t offline_after = 3;     ///< missed heartbeats before a device counts as offline
+  double benchmark_timeout_seconds = 600;
+  double timeout_seconds = 1800;  ///< wait for measurements once the trials are over
+  bool during_training = true;
 };
 
 struct ExperimentSpec {
@@ -60,6 +82,7 @@ struct ExperimentSpec {
   std::vector<SweepDimension> dimensions;
   ObjectiveSettings objectives = default_objective_settings();
   std::vector<DeviceSpec> devices;
+  MeasureSettings measure;
 };
 
 /// Parses and validates a spec. Every problem is an InputError whose message starts with

@@ -71,6 +71,7 @@ struct DeviceRow {
   std::string address;  ///< HOST:PORT of its agent
   Json hardware = Json::object();  ///< what its agent reported (CPU, cores, memory, OS, LibTorch, ...)
   std::string last_seen;  ///< ISO 8601 UTC; upsert_device sets the current time when empty
+  std::string status = "unknown";  ///< online | offline | unknown (never contacted); set by the device farm
 };
 
 /// One benchmark of an artifact on a device at one batch size. Figures not measured are NaN (stored as NULL).
@@ -91,6 +92,29 @@ struct MeasurementRow {
   double accuracy = std::numeric_limits<double>::quiet_NaN();  ///< top-1 in percent, like test_accuracy
   Json raw = Json::object();  ///< everything else the agent reported (per-run latencies, load time, ...)
   std::string created;        ///< ISO 8601 UTC, set by add_measurement
+};
+
+/// Measurement job states as stored.
+enum class JobStatus { Pending, Running, Done, Failed };
+const char* to_string(JobStatus status);
+JobStatus job_status_from_string(const std::string& text);
+
+/// One benchmark to run: an artifact on a device with one request (batch sizes, timing, evaluation set). Unique per
+/// (artifact, device, request hash), so the same request is never queued twice.
+struct MeasurementJobRow {
+  int64_t id = 0;
+  int64_t artifact_id = 0;
+  int64_t device_id = 0;
+  std::string device;  ///< the device's name (filled in by reads)
+  std::string request_hash;
+  Json request = Json::object();
+  JobStatus status = JobStatus::Pending;
+  int64_t attempts = 0;
+  double next_attempt_at = 0;  ///< Unix time (seconds) before which a pending job is not tried again
+  std::string error;           ///< the last attempt's failure; empty when none
+  std::string created;         ///< ISO 8601 UTC
+  std::string started;         ///< of the last attempt; empty when never started
+  std::string finished;
 };
 
 /// Latest schema version this build writes.
@@ -161,6 +185,35 @@ class Store {
   int64_t add_measurement(const MeasurementRow& row);
   /// The measurements of an experiment's artifacts (through artifacts -> trials), oldest first, device names filled.
   std::vector<MeasurementRow> measurements(int64_t experiment_id) const;
+
+  /// Inserts a device by name (status unknown, no hardware yet) or updates the address of a known one, keeping its
+  /// hardware and status; returns its id.
+  int64_t register_device(const std::string& name, const std::string& address);
+  /// The device answered: status online, last_seen now, and its hardware unless `hardware` is null or empty.
+  void mark_device_online(int64_t device_id, const Json& hardware);
+  /// The device missed its heartbeats: status offline (last_seen kept).
+  void mark_device_offline(int64_t device_id);
+
+  // Measurement jobs (the device farm's queue).
+  /// Queues a job unless (artifact, device, request_hash) is already there; returns the job's id either way.
+  int64_t add_measurement_job(int64_t artifact_id, int64_t device_id, const Json& request,
+                              const std::string& request_hash);
+  /// The jobs of an experiment's artifacts, in id order, device names filled.
+  std::vector<MeasurementJobRow> measurement_jobs(int64_t experiment_id) const;
+  std::optional<MeasurementJobRow> measurement_job(int64_t job_id) const;
+  /// Marks a pending job running, increments attempts and sets `started`; throws when it is not pending.
+  void mark_job_running(int64_t job_id);
+  /// Puts a running job back to pending with the attempt's error, to be tried again from `next_attempt_at`.
+  void mark_job_retry(int64_t job_id, const std::string& error, double next_attempt_at);
+  /// Marks a job failed for good with `error`.
+  void mark_job_failed(int64_t job_id, const std::string& error);
+  /// Records a running job's measurements and marks it done, in one transaction. Throws (and records nothing)
+  /// when the job is not running, so a job's measurements are never recorded twice.
+  void complete_measurement_job(int64_t job_id, const std::vector<MeasurementRow>& rows);
+  /// Running jobs of an experiment back to pending (after a crash or an interrupted run); returns how many.
+  int64_t requeue_running_jobs(int64_t experiment_id);
+  /// Failed jobs of an experiment back to pending with their attempts reset (a new run); returns how many.
+  int64_t retry_failed_jobs(int64_t experiment_id);
 
   /// Runs a read-only SQL statement and returns its rows as JSON objects (column name -> value).
   Json query(const std::string& sql) const;
