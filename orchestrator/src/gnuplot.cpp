@@ -115,23 +115,25 @@ int run_bounded(const std::string& program, const fs::path& script, const fs::pa
   posix_spawnattr_destroy(&attributes);
   if (spawned != 0) throw std::runtime_error(fmt::format("cannot start '{}': {}", program, std::strerror(spawned)));
 
+  // Wait for the end without reaping (WNOWAIT), so the group id stays ours until the group is killed below.
   timed_out = false;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  int status = 0;
   while (true) {
-    const pid_t done = waitpid(pid, &status, WNOHANG);
-    if (done == pid) break;
-    if (done < 0 && errno != EINTR) throw std::runtime_error(fmt::format("waitpid: {}", std::strerror(errno)));
+    siginfo_t info{};
+    const int waited = waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT);
+    if (waited == 0 && info.si_pid == pid) break;
+    if (waited < 0 && errno != EINTR) break;  // cannot happen for our own child; reaped below either way
     if (std::chrono::steady_clock::now() > deadline) {
       timed_out = true;
-      kill(-pid, SIGKILL);
-      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      return -1;
+      break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  kill(-pid, SIGKILL);  // whatever the group left behind; the leader is reaped, the group id may be gone (ESRCH)
+  kill(-pid, SIGKILL);  // on a timeout the whole group; else whatever the group left behind
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) return -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 

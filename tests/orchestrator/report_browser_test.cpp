@@ -71,21 +71,23 @@ BrowserRun run_bounded(std::vector<std::string> argv, const fs::path& folder, st
     run.err = std::string("cannot start ") + argv[0] + ": " + std::strerror(spawned);
     return run;
   }
+  // Wait for the end without reaping (WNOWAIT), so the group id stays ours until the group is killed below.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  int status = 0;
   while (true) {
-    const pid_t done = waitpid(pid, &status, WNOHANG);
-    if (done == pid) break;
+    siginfo_t info{};
+    const int waited = waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT);
+    if (waited == 0 && info.si_pid == pid) break;
+    if (waited < 0 && errno != EINTR) break;
     if (std::chrono::steady_clock::now() > deadline) {
       run.timed_out = true;
-      kill(-pid, SIGKILL);
-      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-      }
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  kill(-pid, SIGKILL);  // the processes the browser started, if any are left in its group
+  kill(-pid, SIGKILL);  // on a timeout the browser; in any case the processes it started, if any are left
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
   if (!run.timed_out) run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   run.out = read_file(out);
   run.err = read_file(err);
