@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -440,7 +441,8 @@ std::string fill_plots(const Page& page, const ReportOptions& options) {
       problem = fmt::format("gnuplot was not found (looked for '{}'), so this report has no plots. Install gnuplot "
                             "(Debian: gnuplot-nox) and run <code>edgesweep report</code> again.", html_escape(wanted));
     } else {
-      PlotOutcome outcome = render_plots(page.plots, program);
+      const std::chrono::seconds timeout(std::max<int64_t>(1, options.gnuplot_timeout_seconds));
+      PlotOutcome outcome = render_plots(page.plots, program, timeout);
       if (!outcome.error.empty()) {
         problem = "gnuplot failed, so this report has no plots: " + html_escape(outcome.error);
       } else {

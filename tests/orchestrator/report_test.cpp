@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -12,6 +13,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -160,6 +162,36 @@ TEST_F(ReportTest, GnuplotThatFailsIsReportedNotFatal) {
   EXPECT_TRUE(contains(html, "id=\"no-plots\""));
   EXPECT_TRUE(contains(html, "exited with code 1"));
   EXPECT_FALSE(contains(html, "<svg"));
+}
+
+TEST_F(ReportTest, GnuplotThatHangsIsStopped) {
+  // A stand-in gnuplot that never finishes, and the process it starts; both must be gone once the report is done.
+  const fs::path program = folder_ / "hanging-gnuplot";
+  const fs::path child_pid = folder_ / "child.pid";
+  std::ofstream(program) << "#!/bin/sh\nsleep 300 &\necho $! > '" << child_pid.string() << "'\nwait\n";
+  fs::permissions(program, fs::perms::owner_all);
+  ReportOptions options;
+  options.gnuplot = program.string();
+  options.gnuplot_timeout_seconds = 1;
+  const auto start = std::chrono::steady_clock::now();
+  const std::string html = render(options);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  EXPECT_TRUE(contains(html, "did not finish within 1 s and was stopped"));
+  EXPECT_FALSE(contains(html, "<svg"));
+  std::ifstream in(child_pid);
+  pid_t pid = 0;
+  ASSERT_TRUE(in >> pid) << "the stand-in did not start its child";
+  // The child was killed with its group; it may linger as a zombie until its new parent reaps it.
+  bool gone = false;
+  for (int attempt = 0; attempt < 100 && !gone; ++attempt) {
+    std::ifstream stat_file("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat_file, line);
+    const size_t close = line.rfind(')');
+    gone = line.empty() || (close != std::string::npos && line.compare(close + 2, 1, "Z") == 0);
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(gone) << "process " << pid << " started by the stand-in gnuplot is still running";
 }
 
 TEST_F(ReportTest, EmptyExperimentRenders) {

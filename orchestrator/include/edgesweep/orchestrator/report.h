@@ -15,6 +15,7 @@ struct ReportOptions {
   /// The gnuplot program (a name on PATH or a path); empty: $EDGESWEEP_GNUPLOT when set, else "gnuplot".
   /// When it cannot be found the report is written without plots and says why.
   std::string gnuplot;
+  int64_t gnuplot_timeout_seconds = 60;  ///< a gnuplot run longer than this is stopped (the page says so)
 };
 
 /// The report of experiment `experiment_id` as one HTML document; every text from the store is escaped.
