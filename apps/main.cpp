@@ -12,6 +12,7 @@
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/log.h"
 #include "edgesweep/common/mpi_session.h"
+#include "edgesweep/device_agents/agent.h"
 #include "edgesweep/orchestrator/choice_tables.h"
 #include "edgesweep/orchestrator/pareto.h"
 #include "edgesweep/orchestrator/report.h"
@@ -191,6 +192,27 @@ int main(int argc, char** argv) {
   report->add_option("--gnuplot", report_gnuplot,
                      "gnuplot program (default: $EDGESWEEP_GNUPLOT, else gnuplot on PATH)");
 
+  AgentOptions agent_options;
+  agent_options.profile.name = "default";
+  std::string agent_token_file, agent_data;
+  auto* agent = app.add_subcommand(
+      "agent", "serve this device: keep uploaded models by sha256 and benchmark them one at a time, each in a child");
+  agent->add_option("--listen", agent_options.listen, "HOST:PORT (a non-loopback HOST needs --token-file)")
+      ->capture_default_str();
+  agent->add_option("--token-file", agent_token_file, "file holding the shared token (not readable by others)");
+  agent->add_option("--data", agent_data, "folder for uploaded models")->required();
+  agent->add_option("--profile", agent_options.profile.name, "profile name reported with every result")
+      ->capture_default_str();
+  agent->add_option("--threads", agent_options.profile.threads, "LibTorch threads per benchmark (0: one per CPU)")
+      ->check(CLI::NonNegativeNumber);
+  agent->add_option("--cpus", agent_options.profile.cpus, "CPU affinity of the benchmarks, e.g. 0,1")
+      ->delimiter(',')
+      ->check(CLI::NonNegativeNumber);
+  agent->add_option("--memory-mb", agent_options.profile.memory_mb, "memory cap of each benchmark child (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  agent->add_option("--engine", agent_options.profile.engine, "quantized engine of the benchmarks")
+      ->check(CLI::IsMember({"onednn", "qnnpack"}));
+
   // Hidden: the isolated benchmark a device agent runs in a child process (one artifact, or --empty for the runtime
   // alone); request and result are JSON files.
   std::string bench_request, bench_output;
@@ -231,6 +253,12 @@ int main(int argc, char** argv) {
         release_workers(session);
         throw;
       }
+    }
+    if (*agent) {
+      agent_options.token_file = agent_token_file;
+      agent_options.data_dir = agent_data;
+      serve_agent(agent_options);
+      return 0;
     }
     if (*status) {
       const Store store = Store::open(resolve_store(target), Store::Mode::ReadOnly);

@@ -78,13 +78,15 @@ void Session::on_auth_timeout(error_code ec) {
 }
 
 void Session::read_header() {
+  reading_ = true;
   net::async_read(socket_, net::buffer(header_),
                   [self = shared_from_this()](error_code ec, size_t) { self->on_header(ec); });
 }
 
 void Session::on_header(error_code ec) {
+  reading_ = false;
   if (ec) return fail(ec, "read");
-  if (closing_) return;
+  if (closing_) return discard();
   try {
     frame_header_ = decode_frame_header(header_, state_->settings().limits);
   } catch (const ProtocolError& e) {
@@ -93,13 +95,15 @@ void Session::on_header(error_code ec) {
   }
   payload_.resize(frame_header_.length);
   if (payload_.empty()) return on_payload({});
+  reading_ = true;
   net::async_read(socket_, net::buffer(payload_),
                   [self = shared_from_this()](error_code ec, size_t) { self->on_payload(ec); });
 }
 
 void Session::on_payload(error_code ec) {
+  reading_ = false;
   if (ec) return fail(ec, "read");
-  if (closing_) return;
+  if (closing_) return discard();
   handle_frame(frame_header_.type, payload_);
   if (!closing_ && !closed_) read_header();
 }
@@ -305,12 +309,12 @@ void Session::send(const Json& message) {
 void Session::send_and_close(const Json& message) {
   send(message);
   closing_ = true;
-  if (outbox_.empty()) close();
+  if (outbox_.empty()) linger();
 }
 
 void Session::write_next() {
   if (outbox_.empty()) {
-    if (closing_) close();
+    if (closing_) linger();
     return;
   }
   net::async_write(socket_, net::buffer(outbox_.front()),
@@ -321,6 +325,31 @@ void Session::on_write(error_code ec) {
   if (ec) return fail(ec, "write");
   outbox_.pop_front();
   write_next();
+}
+
+void Session::linger() {
+  // Closing a socket with unread input makes the kernel send a reset, which can destroy the error message just
+  // written before the peer reads it. So: end our side, read and drop what still comes for a short while, close.
+  if (closed_ || lingering_) return;
+  lingering_ = true;
+  error_code ignored;
+  socket_.shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+  auth_timer_.expires_after(std::chrono::seconds(2));
+  auth_timer_.async_wait([self = shared_from_this()](error_code ec) {
+    if (!ec) self->close();
+  });
+  if (!reading_) discard();
+}
+
+void Session::discard() {
+  if (closed_ || !lingering_) return;
+  payload_.resize(64 * 1024);
+  reading_ = true;
+  socket_.async_read_some(net::buffer(payload_), [self = shared_from_this()](error_code ec, size_t) {
+    self->reading_ = false;
+    if (ec) return self->close();
+    self->discard();
+  });
 }
 
 void Session::fail(error_code ec, const char* step) {

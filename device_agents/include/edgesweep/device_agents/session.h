@@ -48,6 +48,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void send_and_close(const Json& message);
   void write_next();
   void on_write(boost::system::error_code ec);
+  /// Ends the sending side, drops further input for a moment, then closes.
+  void linger();
+  void discard();
   void fail(boost::system::error_code ec, const char* step);
   void close();
 
@@ -59,6 +62,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool authenticated_ = false;
   bool closing_ = false;
   bool closed_ = false;
+  bool lingering_ = false;
+  bool reading_ = false;
   FrameHeaderBytes header_{};
   FrameHeader frame_header_;
   std::string payload_;

@@ -1,0 +1,255 @@
+// The real `edgesweep agent` process on 127.0.0.1 (a port of its choosing, read from its first line): a real
+// exported model uploaded and benchmarked in a child with sane figures, a child that crashes leaving the agent
+// serving, bad peers refused, SIGTERM ending it cleanly, and the command's refusals of unsafe options.
+// Every process started here is ended by its pid.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include "../workers/expect_error.h"
+#include "../workers/temp_folder.h"
+#include "edgesweep/common/hash.h"
+#include "edgesweep/device_agents/auth.h"
+#include "edgesweep/device_agents/client.h"
+
+namespace edgesweep {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+const fs::path kBinary = EDGESWEEP_BINARY;
+const fs::path kModelMaker = EDGESWEEP_BENCH_MODEL_MAKER;
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+/// Waits up to `seconds` for `pid` to exit; its wait status, or -1 when it is still running.
+int wait_for_exit(pid_t pid, double seconds) {
+  const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+  for (;;) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) return status;
+    if (Clock::now() > end) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+/// `edgesweep agent ARGS...` with stdout and stderr in files; killed by pid when still running at the end.
+class AgentProcess {
+ public:
+  AgentProcess(const fs::path& folder, const std::vector<std::string>& args)
+      : out_(folder / "agent.out"), err_(folder / "agent.err") {
+    pid_ = fork();
+    if (pid_ == 0) {
+      freopen(out_.c_str(), "w", stdout);
+      freopen(err_.c_str(), "w", stderr);
+      std::vector<char*> argv;
+      std::vector<std::string> all = {kBinary.string(), "agent"};
+      all.insert(all.end(), args.begin(), args.end());
+      for (std::string& a : all) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+  }
+  ~AgentProcess() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      wait_for_exit(pid_, 10);
+    }
+  }
+
+  /// The address from "edgesweep agent listening on HOST:PORT"; empty if the process ended or took over 60 s.
+  std::string wait_for_address() {
+    const auto end = Clock::now() + std::chrono::seconds(60);
+    const std::string marker = "listening on ";
+    while (Clock::now() < end) {
+      const std::string text = read_text(out_);
+      const size_t at = text.find(marker);
+      const size_t line_end = text.find('\n', at);
+      if (at != std::string::npos && line_end != std::string::npos) {
+        return text.substr(at + marker.size(), line_end - at - marker.size());
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        exited_ = true;
+        status_ = status;
+        return "";
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return "";
+  }
+
+  /// Sends `signal` and waits up to `seconds`; the wait status, or -1.
+  int stop(int signal, double seconds) {
+    kill(pid_, signal);
+    return wait_status(seconds);
+  }
+  /// Waits up to `seconds` for the process to end by itself.
+  int wait_status(double seconds) {
+    if (!exited_) {
+      status_ = wait_for_exit(pid_, seconds);
+      exited_ = status_ != -1;
+    }
+    return status_;
+  }
+  std::string error_text() const { return read_text(err_); }
+
+ private:
+  fs::path out_, err_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int status_ = -1;
+};
+
+class AgentProcessTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    // The child honours the test-only request key "crash" only with this set; the agent passes it on.
+    setenv("EDGESWEEP_TEST_FAULTS", "1", 1);
+    shared_ = std::make_unique<TempFolder>("agent-process-model");
+    const std::string command = "'" + kModelMaker.string() + "' '" + (*shared_ / "model.pt").string() + "'";
+    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  }
+  static void TearDownTestSuite() { shared_.reset(); }
+
+  void SetUp() override {
+    std::ofstream(folder_ / "token") << token_ << "\n";
+    chmod((folder_ / "token").c_str(), 0600);
+  }
+
+  /// Starts an agent with a one-thread profile and returns its address.
+  std::string start_agent() {
+    agent_ = std::make_unique<AgentProcess>(
+        folder_.path(), std::vector<std::string>{"--listen", "127.0.0.1:0", "--token-file", (folder_ / "token").string(),
+                                                 "--data", (folder_ / "data").string(), "--profile", "one-thread",
+                                                 "--threads", "1", "--cpus", "0"});
+    const std::string address = agent_->wait_for_address();
+    EXPECT_FALSE(address.empty()) << agent_->error_text();
+    return address;
+  }
+
+  AgentClient client(const std::string& address) {
+    AgentClientOptions options;
+    options.address = address;
+    options.token = token_;
+    options.io_timeout_seconds = 30;
+    options.benchmark_timeout_seconds = 180;
+    return AgentClient(options);
+  }
+
+  static Json quick_request() {
+    return Json{{"batch_sizes", {1, 8}}, {"warmup_runs", 2}, {"warmup_seconds", 0.02}, {"min_runs", 5},
+                {"min_seconds", 0.1}};
+  }
+
+  static std::unique_ptr<TempFolder> shared_;
+  TempFolder folder_{"agent-process"};
+  std::string token_ = "a token for the process test";
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+std::unique_ptr<TempFolder> AgentProcessTest::shared_;
+
+TEST_F(AgentProcessTest, UploadsAndBenchmarksARealModel) {
+  const std::string address = start_agent();
+  ASSERT_FALSE(address.empty());
+  AgentClient c = client(address);
+  EXPECT_GT(c.hardware().at("cores").get<int64_t>(), 0);
+  EXPECT_EQ(c.profile().at("name"), "one-thread");
+  EXPECT_TRUE(c.hardware().contains("runtime")) << c.hardware().dump();  // LibTorch version from an empty child
+
+  const fs::path model = *shared_ / "model.pt";
+  const std::string sha = c.upload(model);
+  EXPECT_EQ(sha, sha256_file(model));
+  EXPECT_TRUE(c.has(sha));
+  EXPECT_EQ(sha256_file(folder_ / "data" / "models" / (sha + ".pt")), sha);
+
+  const Json result = c.benchmark(sha, quick_request(), 120);
+  ASSERT_EQ(result.at("batches").size(), 2u) << result.dump();
+  for (const Json& b : result.at("batches")) {
+    SCOPED_TRACE(b.dump());
+    EXPECT_LE(b.at("min_ms").get<double>(), b.at("p50_ms").get<double>());
+    EXPECT_LE(b.at("p50_ms").get<double>(), b.at("p90_ms").get<double>());
+    EXPECT_LE(b.at("p90_ms").get<double>(), b.at("p99_ms").get<double>());
+    const double fps = 1000.0 * b.at("batch_size").get<double>() / b.at("mean_ms").get<double>();
+    EXPECT_NEAR(b.at("fps").get<double>(), fps, 1e-6 * fps);
+  }
+  EXPECT_EQ(result.at("profile").at("name"), "one-thread");
+  EXPECT_GT(result.at("memory").at("peak_rss_mb").get<double>(), 0.0);
+
+  EXPECT_EQ(agent_->stop(SIGTERM, 30), 0) << "agent did not exit cleanly on SIGTERM: " << agent_->error_text();
+}
+
+TEST_F(AgentProcessTest, ACrashingChildLeavesTheAgentServing) {
+  const std::string address = start_agent();
+  ASSERT_FALSE(address.empty());
+  AgentClient c = client(address);
+  const std::string sha = c.upload(*shared_ / "model.pt");
+  Json crash = quick_request();
+  crash["crash"] = "segv";
+  expect_error<AgentRefused>([&] { c.benchmark(sha, crash, 60); }, {address, "killed by signal SIGSEGV"});
+  // A file that is not a model: stored (its sha256 is right), refused by the child, agent fine.
+  const std::string notes = c.upload_bytes("not a model at all\n");
+  expect_error<AgentRefused>([&] { c.benchmark(notes, quick_request(), 60); }, {"benchmark of"});
+  EXPECT_EQ(c.ping().at("type"), "pong");
+  const Json result = c.benchmark(sha, quick_request(), 120);
+  EXPECT_EQ(result.at("batches").size(), 2u);
+  EXPECT_EQ(agent_->stop(SIGINT, 30), 0) << agent_->error_text();
+}
+
+TEST_F(AgentProcessTest, BadPeersAreRefusedAndTheAgentStaysUp) {
+  const std::string address = start_agent();
+  ASSERT_FALSE(address.empty());
+  AgentClientOptions wrong;
+  wrong.address = address;
+  wrong.token = "not the token";
+  expect_error<AgentRefused>([&] { AgentClient c(wrong); }, {address, "authentication failed"});
+  AgentClientOptions none;
+  none.address = address;
+  expect_error<InputError>([&] { AgentClient c(none); }, {address, "requires a token"});
+  AgentClient c = client(address);
+  expect_error<AgentRefused>([&] { c.has("../../etc/passwd"); }, {"not 64 lower-case hex digits"});
+  expect_error<AgentRefused>([&] { c.request(Json{{"type", "shutdown"}}); }, {"unknown message type"});
+  EXPECT_EQ(c.ping().at("type"), "pong");
+  EXPECT_EQ(client(address).ping().at("type"), "pong");
+  EXPECT_EQ(agent_->stop(SIGTERM, 30), 0) << agent_->error_text();
+}
+
+TEST_F(AgentProcessTest, UnsafeOptionsRefused) {
+  {
+    AgentProcess open(folder_.path(), {"--listen", "0.0.0.0:0", "--data", (folder_ / "data").string()});
+    EXPECT_EQ(open.wait_status(60), 2 << 8);
+    EXPECT_NE(open.error_text().find("without a token"), std::string::npos) << open.error_text();
+  }
+  {
+    std::ofstream(folder_ / "empty-token") << "";
+    chmod((folder_ / "empty-token").c_str(), 0600);
+    AgentProcess empty(folder_.path(), {"--listen", "127.0.0.1:0", "--token-file",
+                                        (folder_ / "empty-token").string(), "--data", (folder_ / "data").string()});
+    EXPECT_EQ(empty.wait_status(60), 2 << 8);
+    EXPECT_NE(empty.error_text().find("empty-token' is empty"), std::string::npos) << empty.error_text();
+  }
+  {
+    AgentProcess engine(folder_.path(), {"--data", (folder_ / "data").string(), "--engine", "fbgemm"});
+    EXPECT_EQ(engine.wait_status(60), 2 << 8);
+  }
+}
+
+}  // namespace
+}  // namespace edgesweep
