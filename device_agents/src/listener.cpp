@@ -1,6 +1,8 @@
 // The accept loop of an agent.
 #include "edgesweep/device_agents/listener.h"
 
+#include <chrono>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <spdlog/spdlog.h>
@@ -15,7 +17,7 @@ using net::ip::tcp;
 using boost::system::error_code;
 
 Listener::Listener(net::io_context& io, const tcp::endpoint& endpoint, std::shared_ptr<SharedState> state)
-    : io_(io), acceptor_(net::make_strand(io)), state_(std::move(state)) {
+    : io_(io), acceptor_(net::make_strand(io)), retry_timer_(acceptor_.get_executor()), state_(std::move(state)) {
   const std::string where = fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
   error_code ec;
   acceptor_.open(endpoint.protocol(), ec);
@@ -35,6 +37,7 @@ void Listener::run() { accept(); }
 void Listener::stop() {
   net::post(acceptor_.get_executor(), [self = shared_from_this()] {
     error_code ignored;
+    self->retry_timer_.cancel();
     self->acceptor_.close(ignored);
   });
 }
@@ -48,11 +51,15 @@ void Listener::accept() {
 void Listener::on_accept(error_code ec, tcp::socket socket) {
   if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
   if (ec) {
-    // Out of descriptors and the like: say so and keep accepting.
+    // Out of descriptors and the like: say so and try again a little later rather than spin.
     spdlog::warn("accept: {}", ec.message());
-  } else {
-    std::make_shared<Session>(std::move(socket), state_)->run();
+    retry_timer_.expires_after(std::chrono::milliseconds(100));
+    retry_timer_.async_wait([self = shared_from_this()](error_code wait_ec) {
+      if (!wait_ec && self->acceptor_.is_open()) self->accept();
+    });
+    return;
   }
+  std::make_shared<Session>(std::move(socket), state_)->run();
   accept();
 }
 
