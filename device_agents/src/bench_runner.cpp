@@ -78,7 +78,9 @@ struct ChildExit {
   bool signaled = false;
   int signal = 0;
   int exit_code = 0;
-  double peak_rss_mb = 0;  ///< ru_maxrss of wait4
+  /// ru_maxrss of wait4: the child's high-water mark (the kernel also carries over the agent's own RSS at fork time
+  /// through exec, a floor far below any LibTorch child).
+  double peak_rss_mb = 0;
   double seconds = 0;
   std::string stderr_tail;
   Json output;  ///< the result file's JSON, null when there is none
@@ -168,25 +170,26 @@ ChildExit run_child(const std::vector<std::string>& args, const AgentProfile& pr
   auto pause = std::chrono::milliseconds(2);
   const auto longest_pause = std::chrono::milliseconds(cap_mb > 0 ? 5 : 50);
   for (;;) {
-    const pid_t done = wait4(pid, &status, WNOHANG, &usage);
-    if (done == pid) break;
-    if (done < 0 && errno != EINTR) throw Error(fmt::format("benchmark: wait4 failed: {}", strerror(errno)));
+    // Wait without reaping (WNOWAIT): while the ended child is not reaped, its process group id cannot be reused,
+    // so the kill of the group below reaches only what the child left behind.
+    siginfo_t info{};
+    const int waited = waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT);
+    if (waited < 0 && errno != EINTR) throw Error(fmt::format("benchmark: waitid failed: {}", strerror(errno)));
+    if (waited == 0 && info.si_pid == pid) break;
     const double resident = cap_mb > 0 ? resident_mb(pid) : -1;
     const bool over_cap = resident > cap_mb;
     if (over_cap || Clock::now() >= deadline) {
       exit.timed_out = !over_cap;
       exit.over_memory_cap = over_cap;
       exit.rss_at_kill_mb = resident;
-      kill(-pid, SIGKILL);
-      kill(pid, SIGKILL);
-      while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
-      }
       break;
     }
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, longest_pause);
   }
-  kill(-pid, SIGKILL);  // anything the child left behind in its group
+  kill(-pid, SIGKILL);  // the child when it is over time or memory, and anything it left behind in its group
+  while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
+  }
   exit.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   exit.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;  // kilobytes on Linux
   if (WIFSIGNALED(status)) {
