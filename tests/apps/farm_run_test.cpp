@@ -125,12 +125,15 @@ class Child {
   int exit_code_ = -1;
 };
 
-/// The children of process `pid` (from /proc/<pid>/task/<pid>/children).
+/// The children of process `pid`, started by any of its threads (from /proc/<pid>/task/<tid>/children).
 std::vector<pid_t> children_of(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/task/{}/children", pid, pid));
   std::vector<pid_t> children;
-  pid_t child = 0;
-  while (in >> child) children.push_back(child);
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+    std::ifstream in(task.path() / "children");
+    pid_t child = 0;
+    while (in >> child) children.push_back(child);
+  }
   return children;
 }
 
@@ -150,11 +153,22 @@ std::string read_text(const fs::path& path) {
   return text.str();
 }
 
+/// Waits up to 60 s for an agent started by the test to say it listens in its log.
+bool wait_listening(const fs::path& log) {
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline) {
+    if (read_text(log).find("listening on") != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
 /// [measure] settings that keep a benchmark short (tiny runs, 200 test images on the device).
-std::string quick_measure(const std::string& extra) {
-  return "[measure]\nbatch_sizes = [1, 4]\nwarmup_runs = 1\nwarmup_seconds = 0\nmin_runs = 3\nmin_seconds = 0.05\n"
-         "accuracy_images = 200\nretry_seconds = 0.2\nheartbeat_seconds = 0.5\n" +
-         extra + "\n";
+std::string quick_measure(const std::string& extra, double min_seconds = 0.05) {
+  return fmt::format(
+      "[measure]\nbatch_sizes = [1, 4]\nwarmup_runs = 1\nwarmup_seconds = 0\nmin_runs = 3\nmin_seconds = {}\n"
+      "accuracy_images = 200\nretry_seconds = 0.2\nheartbeat_seconds = 0.5\n{}\n",
+      min_seconds, extra);
 }
 
 /// Measurement jobs and measurements of the experiment, read through the store API.
@@ -251,12 +265,13 @@ TEST_F(FarmRunTest, AgentKilledMidBenchmarkIsMeasuredAgainOnceAfterResume) {
   const std::string devices = fmt::format("[[devices]]\nname = \"victim\"\naddress = \"{}\"\n", address);
   const fs::path spec = write_file(
       "killed.toml", tiny_experiment("killed", results_dir_, two_layer_model, two_trials) +
-                         quick_measure("min_seconds = 2.0\nmax_attempts = 1\noffline_after = 1") + devices);
+                         quick_measure("max_attempts = 1\noffline_after = 1", 2.0) + devices);
   const fs::path db = results_dir_ / "edgesweep.db";
 
   int64_t killed_job = 0;
   {
     Child agent(agent_argv, folder_ / "agent-1.log");
+    ASSERT_TRUE(wait_listening(folder_ / "agent-1.log")) << read_text(folder_ / "agent-1.log");
     Child run({EDGESWEEP_BINARY, "run", spec.string()}, folder_ / "run-1.log");
     // Wait until a job is running and the agent has a benchmark child, then kill both by pid.
     const auto deadline = Clock::now() + std::chrono::seconds(240);
@@ -295,6 +310,7 @@ TEST_F(FarmRunTest, AgentKilledMidBenchmarkIsMeasuredAgainOnceAfterResume) {
   // The agent is back: `run --resume` measures what failed, once.
   {
     Child agent(agent_argv, folder_ / "agent-2.log");
+    ASSERT_TRUE(wait_listening(folder_ / "agent-2.log")) << read_text(folder_ / "agent-2.log");
     const ProcessResult resumed = edgesweep({"run", "--resume", spec.string()});
     ASSERT_FALSE(resumed.timed_out) << describe(resumed);
     EXPECT_EQ(resumed.exit_code, 0) << describe(resumed);
