@@ -277,8 +277,13 @@ void Farm::State::record(const Event& event) {
     case Event::Kind::Online: {
       store.mark_device_online(device.id, event.payload);
       if (device.status != "online") {
-        spdlog::info("device '{}' ({}) is online{}", device.spec.name, device.spec.address,
-                     event.payload.contains("cpu") ? ": " + event.payload.at("cpu").dump() : std::string());
+        std::string what;
+        for (const char* key : {"cpu_model", "cpu", "model", "cores", "memory_mb"}) {
+          if (event.payload.contains(key) && !event.payload.at(key).is_object()) {
+            what += fmt::format("{}{} {}", what.empty() ? ": " : ", ", key, event.payload.at(key).dump());
+          }
+        }
+        spdlog::info("device '{}' ({}) is online{}", device.spec.name, device.spec.address, what);
       }
       device.status = "online";
       return;
@@ -441,7 +446,12 @@ void Farm::State::spawn_agent(Device& device) {
   const fs::path data_dir = spec.run.results_dir / "agents" / device.spec.name;
   fs::create_directories(data_dir);
   device.spawn_log = data_dir / "agent.log";
-  std::vector<std::string> args = {options.agent_executable.string(), "agent", "--listen", device.spec.address,
+  // The agent's command line names the real program (ps shows it), not /proc/self/exe.
+  std::error_code ec;
+  fs::path executable = options.agent_executable;
+  if (executable == "/proc/self/exe") executable = fs::read_symlink(executable, ec);
+  if (ec || executable.empty()) executable = options.agent_executable;
+  std::vector<std::string> args = {executable.string(), "agent", "--listen", device.spec.address,
                                    "--data", data_dir.string()};
   if (!device.spec.token_file.empty()) args.insert(args.end(), {"--token-file", device.spec.token_file});
   if (!device.spec.profile.empty()) args.insert(args.end(), {"--profile", device.spec.profile});
