@@ -111,6 +111,9 @@ struct Farm::State {
   bool started = false;
   bool stopped = false;
 
+  /// Held by a device thread while its agent benchmarks, when the agent is on loopback: agents on this host share
+  /// its cores, so their benchmarks run one at a time, as on separate boards they would not disturb each other.
+  std::mutex host_mutex;
   std::mutex mutex;  ///< guards the queues of the devices, `events` and `stopping`
   std::condition_variable wake;
   std::deque<Event> events;
@@ -603,6 +606,8 @@ void Farm::State::run_device(size_t index) {
       continue;
     }
     try {
+      std::unique_lock<std::mutex> host(host_mutex, std::defer_lock);
+      if (is_loopback_address(device.spec.address)) host.lock();
       if (!client) connect();
       const std::string sha256 = client->upload(job.file);
       check(sha256 == job.sha256, "artifact file '{}' has sha256 {}, not the recorded {}; it changed on disk",
