@@ -2,11 +2,15 @@
 // the latency of its exported model at batch 1 and 32, re-measured here one model at a time so that no other work
 // shares the cores. Writes a Markdown file; speed-ups and size ratios are against the experiment's baseline.
 //
-//   bench_compression_table DATABASE OUTPUT.md [--experiment NAME] [--seconds S] [--threads T]
+// Models are measured in `rounds` interleaved rounds (every model once per round), and each figure is the median of
+// its rounds, so that a slow spell of the machine does not fall on one model only.
+//
+//   bench_compression_table DATABASE OUTPUT.md [--experiment NAME] [--seconds S] [--threads T] [--rounds R]
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -33,8 +37,15 @@ struct Row {
   std::string method;
   std::map<std::string, double> metrics;
   ArtifactRow artifact;
-  double b1_ms = 0, b32_ms = 0, b1_p90_ms = 0, b32_p90_ms = 0;
+  double b1_ms = 0, b32_ms = 0, b1_p90_ms = 0, b32_p90_ms = 0;  ///< medians over the rounds
+  std::map<std::string, std::vector<double>> rounds;              ///< each latency metric, one value per round
 };
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
 
 double value_or(const std::map<std::string, double>& metrics, const std::string& name, double fallback) {
   auto it = metrics.find(name);
@@ -74,26 +85,29 @@ void measure(Row& row, const fs::path& results_dir, double seconds, int64_t thre
   const Json shape = meta.at("input_shape");
   const Shape input{shape.at(0).get<int64_t>(), shape.at(1).get<int64_t>(), shape.at(2).get<int64_t>(), false};
   for (const Metric& m : measure_artifact_latency(results_dir / row.artifact.path, input, seconds, threads)) {
-    if (m.name == "latency_b1_ms") row.b1_ms = m.value;
-    if (m.name == "latency_b32_ms") row.b32_ms = m.value;
-    if (m.name == "latency_b1_p90_ms") row.b1_p90_ms = m.value;
-    if (m.name == "latency_b32_p90_ms") row.b32_p90_ms = m.value;
+    row.rounds[m.name].push_back(m.value);
   }
+  row.b1_ms = median(row.rounds["latency_b1_ms"]);
+  row.b32_ms = median(row.rounds["latency_b32_ms"]);
+  row.b1_p90_ms = median(row.rounds["latency_b1_p90_ms"]);
+  row.b32_p90_ms = median(row.rounds["latency_b32_p90_ms"]);
 }
 
 int run(int argc, char** argv) {
   check_input(argc >= 3, "usage: bench_compression_table DATABASE OUTPUT.md [--experiment NAME] [--seconds S] "
-                         "[--threads T]");
+                         "[--threads T] [--rounds R]");
   const fs::path database = argv[1];
   const fs::path output = argv[2];
   std::string experiment_name;
   double seconds = 2.0;
+  int64_t rounds = 3;
   int64_t threads = static_cast<int64_t>(std::thread::hardware_concurrency());
   for (int i = 3; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--experiment") experiment_name = argv[i + 1];
     else if (flag == "--seconds") seconds = std::stod(argv[i + 1]);
     else if (flag == "--threads") threads = std::stoll(argv[i + 1]);
+    else if (flag == "--rounds") rounds = std::stoll(argv[i + 1]);
     else throw InputError(fmt::format("unknown option '{}'", flag));
   }
   const Store store = Store::open(database, Store::Mode::ReadOnly);
@@ -122,12 +136,17 @@ int run(int argc, char** argv) {
       if (m.step == -1) row.metrics[m.name] = m.value;
     }
     row.artifact = artifacts.back();
-    fmt::print(stderr, "measuring trial {} ({})\n", row.trial_id, row.method);
-    measure(row, results_dir, seconds, threads);
     rows.push_back(std::move(row));
   }
   check_input(!rows.empty(), "experiment '{}' in '{}' has no finished trial with a model", experiment.name,
               database.string());
+  check_input(rounds >= 1, "--rounds must be at least 1, got {}", rounds);
+  for (int64_t round = 1; round <= rounds; ++round) {
+    for (Row& row : rows) {
+      fmt::print(stderr, "round {}/{}: measuring trial {} ({})\n", round, rounds, row.trial_id, row.method);
+      measure(row, results_dir, seconds, threads);
+    }
+  }
 
   // Each trial compares with the baseline of its own architecture.
   std::map<std::string, const Row*> baselines;
@@ -143,12 +162,13 @@ int run(int argc, char** argv) {
       "Made by `bench/run_compression_table` (`bench_compression_table {} ...`). Accuracy, drop, params, MACs and "
       "sizes are what the run recorded (top-1 on the test split; drop against the trial's baseline; compressed = "
       "zstd of the archive). Latency: the exported TorchScript archive loaded with torch::jit::load and timed here "
-      "one model at a time, {} thread(s), {} s per batch size, random inputs; median (p90). Speed-up and size "
-      "ratio are against the baseline of the same architecture.\n\n"
+      "one model at a time, {} thread(s), {} s per batch size, random inputs, in {} interleaved rounds; median "
+      "(p90), each the median over the rounds. Speed-up and size ratio are against the baseline of the same "
+      "architecture.\n\n"
       "| trial | method | test acc % | drop | params | MACs | bytes | zstd bytes | × smaller | b1 ms (p90) | "
       "b32 ms (p90) | b1 speed-up | b32 speed-up |\n"
       "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-      experiment.name, database.filename().string(), threads, seconds);
+      experiment.name, database.filename().string(), threads, seconds, rounds);
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& row = rows[i];
     const Row* base = baselines.count(arch_of[i]) ? baselines[arch_of[i]] : nullptr;
