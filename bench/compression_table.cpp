@@ -5,7 +5,11 @@
 // Models are measured in `rounds` interleaved rounds (every model once per round), and each figure is the median of
 // its rounds, so that a slow spell of the machine does not fall on one model only.
 //
+// `--form` says what is timed: the archive as loaded (the default, what a device agent runs), or it frozen or
+// optimized for inference first (see InferenceForm), which is what a LibTorch deployment may do before serving.
+//
 //   bench_compression_table DATABASE OUTPUT.md [--experiment NAME] [--seconds S] [--threads T] [--rounds R]
+//                           [--form archive|frozen|optimized]
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -77,14 +81,14 @@ std::string describe_pipeline(const Json& config) {
   return text.empty() ? "baseline" : text;
 }
 
-void measure(Row& row, const fs::path& results_dir, double seconds, int64_t threads) {
+void measure(Row& row, const fs::path& results_dir, double seconds, int64_t threads, InferenceForm form) {
   const Json& meta = row.artifact.metadata;
   const std::string engine = meta.value("quantized_engine", std::string("none"));
   std::unique_ptr<QEngineGuard> guard;
   if (engine != "none") guard = std::make_unique<QEngineGuard>(engine_from_name(engine));
   const Json shape = meta.at("input_shape");
   const Shape input{shape.at(0).get<int64_t>(), shape.at(1).get<int64_t>(), shape.at(2).get<int64_t>(), false};
-  for (const Metric& m : measure_artifact_latency(results_dir / row.artifact.path, input, seconds, threads)) {
+  for (const Metric& m : measure_artifact_latency(results_dir / row.artifact.path, input, seconds, threads, form)) {
     row.rounds[m.name].push_back(m.value);
   }
   row.b1_ms = median(row.rounds["latency_b1_ms"]);
@@ -95,19 +99,21 @@ void measure(Row& row, const fs::path& results_dir, double seconds, int64_t thre
 
 int run(int argc, char** argv) {
   check_input(argc >= 3, "usage: bench_compression_table DATABASE OUTPUT.md [--experiment NAME] [--seconds S] "
-                         "[--threads T] [--rounds R]");
+                         "[--threads T] [--rounds R] [--form archive|frozen|optimized]");
   const fs::path database = argv[1];
   const fs::path output = argv[2];
   std::string experiment_name;
   double seconds = 2.0;
   int64_t rounds = 3;
   int64_t threads = static_cast<int64_t>(std::thread::hardware_concurrency());
+  InferenceForm form = InferenceForm::Archive;
   for (int i = 3; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--experiment") experiment_name = argv[i + 1];
     else if (flag == "--seconds") seconds = std::stod(argv[i + 1]);
     else if (flag == "--threads") threads = std::stoll(argv[i + 1]);
     else if (flag == "--rounds") rounds = std::stoll(argv[i + 1]);
+    else if (flag == "--form") form = inference_form_from_name(argv[i + 1]);
     else throw InputError(fmt::format("unknown option '{}'", flag));
   }
   const Store store = Store::open(database, Store::Mode::ReadOnly);
@@ -144,7 +150,7 @@ int run(int argc, char** argv) {
   for (int64_t round = 1; round <= rounds; ++round) {
     for (Row& row : rows) {
       fmt::print(stderr, "round {}/{}: measuring trial {} ({})\n", round, rounds, row.trial_id, row.method);
-      measure(row, results_dir, seconds, threads);
+      measure(row, results_dir, seconds, threads, form);
     }
   }
 
@@ -161,14 +167,18 @@ int run(int argc, char** argv) {
       "# Compression table: experiment '{}'\n\n"
       "Made by `bench/run_compression_table` (`bench_compression_table {} ...`). Accuracy, drop, params, MACs and "
       "sizes are what the run recorded (top-1 on the test split; drop against the trial's baseline; compressed = "
-      "zstd of the archive). Latency: the exported TorchScript archive loaded with torch::jit::load and timed here "
+      "zstd of the archive). Latency: the exported TorchScript archive loaded with torch::jit::load, {}, and timed here "
       "one model at a time, {} thread(s), {} s per batch size, random inputs, in {} interleaved rounds; median "
       "(p90), each the median over the rounds. Speed-up and size ratio are against the baseline of the same "
       "architecture.\n\n"
       "| trial | method | test acc % | drop | params | MACs | bytes | zstd bytes | × smaller | b1 ms (p90) | "
       "b32 ms (p90) | b1 speed-up | b32 speed-up |\n"
       "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-      experiment.name, database.filename().string(), threads, seconds, rounds);
+      experiment.name, database.filename().string(),
+      form == InferenceForm::Archive  ? "run as loaded"
+      : form == InferenceForm::Frozen ? "frozen with torch::jit::freeze"
+                                      : "optimized with torch::jit::optimize_for_inference",
+      threads, seconds, rounds);
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& row = rows[i];
     const Row* base = baselines.count(arch_of[i]) ? baselines[arch_of[i]] : nullptr;

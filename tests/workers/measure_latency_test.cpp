@@ -1,5 +1,6 @@
 // Tests of in-process latency measurement: quantiles and summaries of known latencies, both minimums (count and
-// duration) honoured, sane statistics, a larger model measured slower than a tiny one, and the artifact metrics.
+// duration) honoured, sane statistics, a larger model measured slower than a tiny one, the artifact metrics, and
+// the frozen and optimized inference forms.
 #include "edgesweep/workers/measure_latency.h"
 
 #include <chrono>
@@ -9,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "edgesweep/common/error.h"
 #include "edgesweep/workers/torchscript.h"
 #include "edgesweep/workers/zoo.h"
 #include "temp_folder.h"
@@ -84,6 +86,25 @@ TEST(MeasureLatency, ArtifactMetricsAtBatchOneAndThirtyTwo) {
   EXPECT_LE(metrics[2].value, metrics[3].value);
   EXPECT_LT(metrics[0].value, metrics[2].value);  // one image is quicker than 32
   EXPECT_TRUE(measure_artifact_latency(folder / "model.pt", Shape{1, 28, 28, false}, 0.0, 1).empty());
+}
+
+TEST(InferenceForm, FrozenAndOptimizedComputeWhatTheArchiveDoesWithBatchNormFolded) {
+  torch::jit::Module archive = exported("resnet20", 0.5);
+  const auto graph_text = [](torch::jit::Module& m) { return m.get_method("forward").graph()->toString(); };
+  EXPECT_NE(graph_text(archive).find("aten::batch_norm"), std::string::npos);
+  const auto input = torch::randn({4, 1, 28, 28});
+  c10::InferenceMode inference;
+  const auto expected = archive.forward({input}).toTensor();
+  for (InferenceForm form : {InferenceForm::Archive, InferenceForm::Frozen, InferenceForm::Optimized}) {
+    torch::jit::Module prepared = prepare_for_inference(archive.clone(), form);
+    EXPECT_TRUE(torch::allclose(prepared.forward({input}).toTensor(), expected, 1e-4, 1e-4))
+        << inference_form_name(form);
+    if (form != InferenceForm::Archive) {
+      EXPECT_EQ(graph_text(prepared).find("aten::batch_norm"), std::string::npos) << inference_form_name(form);
+    }
+    EXPECT_EQ(inference_form_from_name(inference_form_name(form)), form);
+  }
+  EXPECT_THROW(inference_form_from_name("fast"), InputError);
 }
 
 }  // namespace

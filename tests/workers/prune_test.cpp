@@ -308,15 +308,49 @@ TEST(PruneStructured, RoundToEightGivesMultiplesOfEight) {
     }
     EXPECT_GT(narrower, 0);
   }
-  // Local: 16 - round(4.8) = 11 -> 16, 32 - 10 = 22 -> 24, 64 - 19 = 45 -> 48.
+  // Local, to the nearest multiple: 16 - round(4.8) = 11 -> 8, 32 - 10 = 22 -> 24, 64 - 19 = 45 -> 48.
   ChannelSelection local;
   local.sparsity = 0.3;
   local.round_to = 8;
   GraphModule pruned = prune_channels(model, ChannelImportance::Block, local);
   const Graph& g = pruned->graph();
-  EXPECT_EQ(g.nodes[g.find("layer1_1_a_conv")].out, 16);
+  EXPECT_EQ(g.nodes[g.find("layer1_1_a_conv")].out, 8);
   EXPECT_EQ(g.nodes[g.find("layer2_1_a_conv")].out, 24);
   EXPECT_EQ(g.nodes[g.find("layer3_1_b_conv")].out, 48);
+  // Never below one multiple: 16 - round(14.4) = 2 -> 8.
+  local.sparsity = 0.9;
+  const Graph& tiny = prune_channels(model, ChannelImportance::Block, local)->graph();
+  EXPECT_EQ(tiny.nodes[tiny.find("layer1_1_a_conv")].out, 8);
+}
+
+TEST(PruneStructured, RoundsAgainstTheUnprunedSizesReachTheOneShotWidths) {
+  torch::manual_seed(12);
+  GraphModule model(build_zoo_model("resnet20", Shape{1, 16, 16, false}, 10, 1.0));
+  const ChannelAnalysis original = analyze_channel_groups(model->graph());
+  ChannelSelection selection;
+  selection.round_to = 8;
+  selection.sparsity = 0.3;
+  const Graph one_shot = prune_channels(model, ChannelImportance::Block, selection)->graph();
+  // Two rounds taking 15% and then 17.6% of what is left would compound the rounding (16 -> 16 -> 16, where one
+  // shot gives 8); two rounds
+  // reaching 15% and then 30% of the unpruned sizes end where one shot does.
+  GraphModule current = model;
+  for (double target : {0.15, 0.3}) {
+    const ChannelAnalysis analysis = analyze_channel_groups(current->graph());
+    ASSERT_EQ(analysis.groups.size(), original.groups.size());
+    ChannelSelection round = selection;
+    round.sparsity = target;
+    for (const ChannelGroup& group : original.groups) round.base_sizes.push_back(group.size());
+    current = rebuild_without(
+        current, analysis,
+        select_units(analysis, channel_importance(current, analysis, ChannelImportance::Block), round));
+  }
+  for (const Node& node : one_shot.nodes) {
+    EXPECT_EQ(current->graph().nodes[current->graph().find(node.name)].out, node.out) << node.name;
+  }
+  ChannelSelection wrong = selection;
+  wrong.base_sizes = {16};
+  EXPECT_THROW(select_units(original, std::vector<double>(original.unit_group.size(), 1.0), wrong), InputError);
 }
 
 TEST(PruneStructured, GlobalAllocationRemovesTheTargetAndKeepsOneChannelPerGroup) {

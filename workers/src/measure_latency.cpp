@@ -105,11 +105,37 @@ LatencyStats measure_latency(torch::jit::Module& module, const torch::Tensor& in
   return summarize_latencies(time_latency_runs(module, input, options).ms, input.size(0));
 }
 
+InferenceForm inference_form_from_name(const std::string& name) {
+  if (name == "archive") return InferenceForm::Archive;
+  if (name == "frozen") return InferenceForm::Frozen;
+  if (name == "optimized") return InferenceForm::Optimized;
+  throw InputError(fmt::format("unknown inference form '{}' (archive, frozen or optimized)", name));
+}
+
+const char* inference_form_name(InferenceForm form) {
+  switch (form) {
+    case InferenceForm::Archive:
+      return "archive";
+    case InferenceForm::Frozen:
+      return "frozen";
+    case InferenceForm::Optimized:
+      return "optimized";
+  }
+  return "archive";
+}
+
+torch::jit::Module prepare_for_inference(torch::jit::Module module, InferenceForm form) {
+  module.eval();
+  if (form == InferenceForm::Frozen) return torch::jit::freeze(module);
+  if (form == InferenceForm::Optimized) return torch::jit::optimize_for_inference(module);
+  return module;
+}
+
 std::vector<Metric> measure_artifact_latency(const std::filesystem::path& artifact, const Shape& input, double seconds,
-                                             int64_t threads) {
+                                             int64_t threads, InferenceForm form) {
   std::vector<Metric> metrics;
   if (seconds <= 0) return metrics;
-  torch::jit::Module module = torch::jit::load(artifact.string());
+  torch::jit::Module module = prepare_for_inference(torch::jit::load(artifact.string()), form);
   const LatencyOptions options = latency_options_for(seconds, threads);
   torch::Generator generator = at::detail::createCPUGenerator(0);
   for (int64_t batch : {1, 32}) {

@@ -192,6 +192,12 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
                                        : settings.method == "l2-filter" ? ChannelImportance::L2
                                        : settings.method == "fpgm-filter" ? ChannelImportance::GeometricMedian
                                                                         : ChannelImportance::Block;
+  // Sizes of the unpruned model's channel groups, by the name of their first producer (names survive pruning): local
+  // channel pruning in rounds takes each round's share of these, so rounding to `round_to` never compounds.
+  std::map<std::string, int64_t> original_sizes;
+  for (const ChannelGroup& group : analyze_channel_groups(model->graph()).groups) {
+    if (!group.producers.empty()) original_sizes[model->graph().nodes[group.producers.front()].name] = group.size();
+  }
   WeightMasks masks;
   double reached = 0;
   for (int64_t round = 1; round <= settings.rounds; ++round) {
@@ -211,10 +217,20 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
     } else {
       // The share of what is left that must go for the running total to reach `target`.
       ChannelSelection selection;
-      selection.sparsity = reached < 1 ? std::max(0.0, 1.0 - (1.0 - target) / (1.0 - reached)) : 0.0;
       selection.global = settings.global;
       selection.round_to = settings.round_to;
       selection.coupled = settings.method == "block";
+      if (settings.global || settings.method == "node") {
+        selection.sparsity = reached < 1 ? std::max(0.0, 1.0 - (1.0 - target) / (1.0 - reached)) : 0.0;
+      } else {
+        selection.sparsity = target;
+        for (const ChannelGroup& group : analyze_channel_groups(model->graph()).groups) {
+          const auto found = group.producers.empty()
+                                 ? original_sizes.end()
+                                 : original_sizes.find(model->graph().nodes[group.producers.front()].name);
+          selection.base_sizes.push_back(found == original_sizes.end() ? group.size() : found->second);
+        }
+      }
       model = settings.method == "node" ? prune_nodes(model, selection) : prune_channels(model, importance, selection);
     }
     reached = target;

@@ -30,8 +30,11 @@ std::vector<size_t> weakest_first(const ChannelGroup& group, const std::vector<d
   return order;
 }
 
-int64_t round_up(int64_t keep, int64_t multiple, int64_t size) {
-  return std::min(size, (keep + multiple - 1) / multiple * multiple);
+/// `keep` rounded to the nearest multiple of `multiple` (halves round up), at least one multiple, at most `size`.
+int64_t round_kept(double keep, int64_t multiple, int64_t size) {
+  if (multiple <= 1) return std::clamp<int64_t>(std::llround(keep), 1, size);
+  const auto multiples = std::max<int64_t>(1, std::llround(keep / static_cast<double>(multiple)));
+  return std::clamp<int64_t>(multiples * multiple, 1, size);
 }
 
 }  // namespace
@@ -91,14 +94,19 @@ std::vector<bool> select_units(const ChannelAnalysis& analysis, const std::vecto
               selection.sparsity);
   check_input(selection.round_to >= 1, "round_to must be >= 1, got {}", selection.round_to);
   std::vector<bool> removed(analysis.unit_group.size(), false);
+  check_input(selection.base_sizes.empty() || selection.base_sizes.size() == analysis.groups.size(),
+              "base_sizes has {} entries for {} channel groups", selection.base_sizes.size(), analysis.groups.size());
+  check_input(selection.base_sizes.empty() || !selection.global, "base_sizes apply to local selection only");
   std::vector<int64_t> removed_in_group(analysis.groups.size(), 0);
   if (!selection.global) {
     for (size_t g = 0; g < analysis.groups.size(); ++g) {
       const ChannelGroup& group = analysis.groups[g];
       if (!eligible(group, selection.coupled)) continue;
       const int64_t size = group.size();
-      const int64_t remove = std::llround(selection.sparsity * static_cast<double>(size));
-      removed_in_group[g] = size - round_up(std::max<int64_t>(1, size - remove), selection.round_to, size);
+      const int64_t base = selection.base_sizes.empty() ? size : selection.base_sizes[g];
+      // Whole units first (a share of a 16-channel group is 16 - round(16 * sparsity)), then the multiple.
+      const int64_t kept = base - std::llround(selection.sparsity * static_cast<double>(base));
+      removed_in_group[g] = size - std::min(size, round_kept(static_cast<double>(kept), selection.round_to, base));
     }
   } else {
     // One ranking of all eligible units by importance relative to their group's mean.
@@ -130,7 +138,8 @@ std::vector<bool> select_units(const ChannelAnalysis& analysis, const std::vecto
     for (size_t g = 0; g < analysis.groups.size(); ++g) {
       const int64_t size = analysis.groups[g].size();
       if (removed_in_group[g] == 0) continue;
-      removed_in_group[g] = size - round_up(size - removed_in_group[g], selection.round_to, size);
+      removed_in_group[g] =
+          size - round_kept(static_cast<double>(size - removed_in_group[g]), selection.round_to, size);
     }
   }
   for (size_t g = 0; g < analysis.groups.size(); ++g) {

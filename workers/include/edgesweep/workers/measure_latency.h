@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include <torch/script.h>
@@ -59,11 +60,25 @@ LatencyRuns time_latency_runs(torch::jit::Module& module, const torch::Tensor& i
 /// Runs `module` (switched to eval mode) on `input` without autograd, as the options say, and times every run.
 LatencyStats measure_latency(torch::jit::Module& module, const torch::Tensor& input, const LatencyOptions& options);
 
-/// Loads the TorchScript file `artifact` with torch::jit::load and measures it at batch 1 and 32 on random inputs of
-/// `input` shape, spending about `seconds` per batch size with `threads` threads. Returns the final metrics
-/// latency_b1_ms, latency_b1_p90_ms, latency_b32_ms, latency_b32_p90_ms (the plain names are medians); none when
-/// `seconds` is 0.
+/// The form a loaded archive runs in.
+enum class InferenceForm {
+  Archive,    ///< as torch::jit::load returns it: what the device agent times
+  Frozen,     ///< torch::jit::freeze: attributes inlined as constants, conv + batch norm folded
+  Optimized,  ///< torch::jit::optimize_for_inference: frozen, then oneDNN layouts and prepacked weights where built in
+};
+
+/// "archive", "frozen" or "optimized"; anything else is an InputError naming the value.
+InferenceForm inference_form_from_name(const std::string& name);
+const char* inference_form_name(InferenceForm form);
+
+/// `module` (in eval mode) turned into `form`; the same module for Archive.
+torch::jit::Module prepare_for_inference(torch::jit::Module module, InferenceForm form);
+
+/// Loads the TorchScript file `artifact` with torch::jit::load, turns it into `form` and measures it at batch 1 and 32
+/// on random inputs of `input` shape, spending about `seconds` per batch size with `threads` threads. Returns the final
+/// metrics latency_b1_ms, latency_b1_p90_ms, latency_b32_ms, latency_b32_p90_ms (the plain names are medians); none
+/// when `seconds` is 0.
 std::vector<Metric> measure_artifact_latency(const std::filesystem::path& artifact, const Shape& input, double seconds,
-                                             int64_t threads);
+                                             int64_t threads, InferenceForm form = InferenceForm::Archive);
 
 }  // namespace edgesweep

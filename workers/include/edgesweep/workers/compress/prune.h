@@ -82,8 +82,12 @@ std::vector<double> channel_importance(const GraphModule& model, const ChannelAn
 struct ChannelSelection {
   double sparsity = 0;   ///< share of units removed: per group (local) or over all eligible groups (global)
   bool global = false;   ///< global: one ranking of all units by importance divided by their group's mean
-  int64_t round_to = 1;  ///< units kept per group are rounded up to a multiple of this (capped at the group size)
+  int64_t round_to = 1;  ///< units kept per group are rounded to the nearest multiple of this (at least one multiple,
+                         ///< at most the group's size)
   bool coupled = true;   ///< true: every prunable group is eligible (block); false: single-producer groups (filter)
+  /// Local only: per group of the analysis, the size `sparsity` refers to (the unpruned model's, when a model is
+  /// pruned in rounds, so that rounding to `round_to` never compounds). Empty: the groups' current sizes.
+  std::vector<int64_t> base_sizes;
 };
 
 /// Marks (by unit id) the weakest units to remove. Every eligible group keeps at least one unit.
