@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -72,6 +73,14 @@ void print_expansion(const ExperimentSpec& spec) {
     for (const StageConfig& s : trials[i].pipeline) stages += (stages.empty() ? "" : " -> ") + s.stage;
     fmt::print("  trial {:>3}: {} | {} | {}\n", i + 1, trials[i].model.arch, stages.empty() ? "(no stages)" : stages,
                settings.empty() ? "(nothing swept)" : settings);
+  }
+  // Where each distinct baseline is cached once trained: the file another experiment's [baseline] init can name.
+  std::set<std::string> baselines;
+  for (const TrialConfig& trial : trials) {
+    const std::string hash = baseline_hash(trial);
+    if (!baselines.insert(hash).second) continue;
+    const fs::path cached = baseline_cache_dir(spec) / (hash + ".pt");
+    fmt::print("  baseline cache: {} ({})\n", cached.string(), fs::exists(cached) ? "trained" : "not trained yet");
   }
 }
 

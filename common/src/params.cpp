@@ -222,6 +222,11 @@ std::map<std::string, SectionSpec> make_sections() {
           integer("image_size", 32, 8, 1024, false, "imagefolder: images are resized to this square size"),
           integer("channels", 3, 1, 3, false, "imagefolder: 1 (grey) or 3 (RGB)"),
           real("test_fraction", 0.2, 0.05, 0.5, false, "imagefolder: share of images kept for the test split"),
+          list("classes", ParamType::IntegerList, Json::array(),
+               "keep only these classes (indices into the dataset's classes, at least 2, each once) in the train, "
+               "validation and test splits, relabelled by their position in the list (e.g. [5, 6]: 5 -> 0, "
+               "6 -> 1); the model gets one output per listed class. Applied first: val_fraction, train_subset and "
+               "test_subset then take their share of the kept images. Leave out for all classes"),
       }};
   sections["model"] = {
       "model",
@@ -232,6 +237,13 @@ std::map<std::string, SectionSpec> make_sections() {
           list("layers", ParamType::TableList, Json::array(), "inline layers for arch = \"custom\""),
       }};
   sections["baseline"] = {"baseline", training_params(3, 0.05, true)};
+  sections["baseline"].params.push_back(
+      text("init", "", {}, false,
+           "path of an edgesweep float archive (e.g. results/cache/<baseline hash>.pt) whose weights the baseline "
+           "starts from before its training (fine-tuning on this experiment's data); its graph must be the one "
+           "[model] builds except for the outputs of the last linear layer, which is freshly initialised when the "
+           "class count differs. Relative paths are read from the working folder; its sha256 enters the baseline "
+           "hash. Empty: fresh weights"));
   sections["search"] = {"search",
                         {
                             text("strategy", "grid", {"grid", "random"}, false, "grid: every combination; random: a sample"),
@@ -407,6 +419,7 @@ const char* type_name(ParamType type) {
     case ParamType::Boolean: return "boolean";
     case ParamType::StringList: return "array of strings";
     case ParamType::FloatList: return "array of numbers";
+    case ParamType::IntegerList: return "array of integers";
     case ParamType::TableList: return "array of tables";
   }
   return "value";
@@ -448,6 +461,14 @@ std::string check_value(const ParamSpec& spec, Json& value) {
       for (auto& v : value) {
         if (!v.is_number()) return fmt::format("'{}' must be an array of numbers, got {}", spec.name, v.dump());
         v = v.get<double>();
+      }
+      return "";
+    case ParamType::IntegerList:
+      if (!value.is_array()) return fmt::format("'{}' must be an array of integers", spec.name);
+      for (const auto& v : value) {
+        if (!v.is_number_integer()) {
+          return fmt::format("'{}' must be an array of integers, got {}", spec.name, v.dump());
+        }
       }
       return "";
     case ParamType::TableList:

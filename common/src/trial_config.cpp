@@ -6,6 +6,42 @@
 
 namespace edgesweep {
 
+void to_json(Json& j, const DataConfig& c) {
+  j = Json{{"dataset", c.dataset},         {"path", c.path},
+           {"train_subset", c.train_subset}, {"test_subset", c.test_subset},
+           {"val_fraction", c.val_fraction}, {"augment", c.augment},
+           {"image_size", c.image_size},     {"channels", c.channels},
+           {"test_fraction", c.test_fraction}};
+  if (!c.classes.empty()) j["classes"] = c.classes;
+}
+
+void from_json(const Json& j, DataConfig& c) {
+  j.at("dataset").get_to(c.dataset);
+  j.at("path").get_to(c.path);
+  j.at("train_subset").get_to(c.train_subset);
+  j.at("test_subset").get_to(c.test_subset);
+  j.at("val_fraction").get_to(c.val_fraction);
+  j.at("augment").get_to(c.augment);
+  j.at("image_size").get_to(c.image_size);
+  j.at("channels").get_to(c.channels);
+  j.at("test_fraction").get_to(c.test_fraction);
+  c.classes = j.value("classes", std::vector<int64_t>());
+}
+
+void to_json(Json& j, const BaselineConfig& c) {
+  j = static_cast<const TrainConfig&>(c);
+  if (!c.init.empty()) {
+    j["init"] = c.init;
+    j["init_sha256"] = c.init_sha256;
+  }
+}
+
+void from_json(const Json& j, BaselineConfig& c) {
+  from_json(j, static_cast<TrainConfig&>(c));
+  c.init = j.value("init", std::string());
+  c.init_sha256 = j.value("init_sha256", std::string());
+}
+
 void to_json(Json& j, const StageConfig& c) {
   j = c.params;
   j["stage"] = c.stage;

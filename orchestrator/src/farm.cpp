@@ -156,6 +156,10 @@ Json measurement_request(const ExperimentSpec& spec) {
     // The agent reads the path on its own machine (a relative one from its working folder: a spawned agent's is
     // this process's). Kept as written, so the request and its hash do not depend on where the run started.
     if (!path.empty()) request["dataset"] = {{"id", dataset}, {"path", path}, {"limit", m.accuracy_images}};
+    // [data] classes: the devices keep the same classes of their test set, relabelled as in training. Only when
+    // given, so the request (and its hash) of other experiments stays as it was.
+    const Json classes = data.value("classes", Json::array());
+    if (!path.empty() && !classes.empty()) request["dataset"]["classes"] = classes;
   }
   return request;
 }

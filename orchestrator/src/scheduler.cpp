@@ -100,7 +100,7 @@ class Scheduler {
       task.kind = row.kind;
       task.trial_id = id;
       task.results_dir = spec_.run.results_dir.string();
-      task.cache_dir = (spec_.run.results_dir.parent_path() / "cache").string();
+      task.cache_dir = baseline_cache_dir(spec_).string();
       task.eval_batch_size = spec_.run.eval_batch_size;
       task.latency_seconds = spec_.run.latency_seconds;
       // Cores are shared by the tasks that will run side by side: the running ones and those about to start.
@@ -344,6 +344,8 @@ void run_over_mpi(Scheduler& scheduler, MpiSession& session, Farm& farm, const E
 }  // namespace
 
 fs::path store_path(const ExperimentSpec& spec) { return spec.run.results_dir / "edgesweep.db"; }
+
+fs::path baseline_cache_dir(const ExperimentSpec& spec) { return spec.run.results_dir.parent_path() / "cache"; }
 
 namespace {
 

@@ -56,6 +56,7 @@ const char* expected_text(ParamType type) {
     case ParamType::Boolean: return "true or false";
     case ParamType::StringList: return "an array of strings";
     case ParamType::FloatList: return "an array of numbers";
+    case ParamType::IntegerList: return "an array of integers";
     case ParamType::TableList: return "an array of tables";
   }
   return "a value";
@@ -121,6 +122,8 @@ class SpecParser {
   Json read_layers(const toml::node& node);
   Json read_pipeline(const toml::node& node);
   void check_data(const toml::table& table, const Json& data) const;
+  void check_classes(const toml::table& table, const Json& data) const;
+  void check_init(const toml::table& table, Json& baseline) const;
   void check_teacher(const toml::table& table, const std::string& context) const;
   void check_name(const toml::table& table, const std::string& name) const;
 
@@ -163,7 +166,10 @@ Json SpecParser::read_table(const toml::table& table, const SectionSpec& spec, c
 /// and stands in the config with its first value.
 Json SpecParser::read_value(const toml::key& key, const toml::node& node, const ParamSpec& spec,
                             const std::string& context, const std::string& pointer, const std::string& label) {
-  if (spec.type == ParamType::StringList || spec.type == ParamType::FloatList) return read_list(node, spec, context);
+  if (spec.type == ParamType::StringList || spec.type == ParamType::FloatList ||
+      spec.type == ParamType::IntegerList) {
+    return read_list(node, spec, context);
+  }
   EDGESWEEP_ASSERT(spec.type != ParamType::TableList);  // table lists are read by their section
 
   const toml::array* array = node.as_array();
@@ -380,6 +386,73 @@ void SpecParser::check_data(const toml::table& table, const Json& data) const {
   }
 }
 
+/// How many classes a dataset has, when it can be known before reading it: 10 for fashion-mnist and cifar10, the
+/// number of class subfolders of an existing image folder; 0 when unknown (load_data checks again).
+int64_t known_class_count(const Json& data) {
+  const std::string dataset = data["dataset"].get<std::string>();
+  if (dataset == "fashion-mnist" || dataset == "cifar10") return 10;
+  std::error_code error;
+  const std::filesystem::path root = data["path"].get<std::string>();
+  if (dataset != "imagefolder" || !std::filesystem::is_directory(root, error)) return 0;
+  int64_t count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(root, error)) count += entry.is_directory(error) ? 1 : 0;
+  return count;
+}
+
+/// [data] classes, when given: at least 2 class indices, each once and within the dataset's classes.
+void SpecParser::check_classes(const toml::table& table, const Json& data) const {
+  const toml::node* node = table.get("classes");
+  if (node == nullptr) return;
+  const toml::array& array = *node->as_array();  // the type was checked with the schema
+  const Json& classes = data["classes"];
+  const std::string dataset = data["dataset"].get<std::string>();
+  if (classes.empty()) {
+    fail(node->source().begin, "[data] 'classes' = [] is empty: list at least 2 class indices, or leave the key out "
+                               "to keep every class");
+  }
+  if (classes.size() < 2) {
+    fail(node->source().begin, fmt::format("[data] 'classes' = {} keeps 1 class; a classifier needs at least 2",
+                                           classes.dump()));
+  }
+  const int64_t count = known_class_count(data);
+  for (size_t i = 0; i < classes.size(); ++i) {
+    const int64_t value = classes[i].get<int64_t>();
+    const toml::source_position at = array.get(i)->source().begin;
+    if (value < 0) {
+      fail(at, fmt::format("[data] 'classes' = {} holds {}; class indices count from 0", classes.dump(), value));
+    }
+    if (count > 0 && value >= count) {
+      fail(at, fmt::format("[data] 'classes' = {} holds {}, but {} has {} classes (0..{})", classes.dump(), value,
+                           dataset, count, count - 1));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (classes[j] == classes[i]) {
+        const toml::source_position first = array.get(j)->source().begin;
+        fail(at, fmt::format("[data] 'classes' = {} names class {} twice (first at {}:{})", classes.dump(), value,
+                             first.line, first.column));
+      }
+    }
+  }
+}
+
+/// [baseline] init, when given: an existing file, whose sha256 goes into the config (and so the baseline hash).
+void SpecParser::check_init(const toml::table& table, Json& baseline) const {
+  const std::string init = baseline["init"].get<std::string>();
+  if (init.empty()) return;
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(std::filesystem::path(init), error)) {
+    fail(table.get("init")->source().begin,
+         fmt::format("[baseline] 'init' = \"{}\" is not an existing file (an edgesweep float archive, e.g. "
+                     "results/cache/<baseline hash>.pt, the path `edgesweep validate` prints for the experiment that "
+                     "trained it; relative paths are read from the working folder)", init));
+  }
+  try {
+    baseline["init_sha256"] = sha256_file(init);
+  } catch (const Error& e) {
+    fail(table.get("init")->source().begin, fmt::format("[baseline] 'init' = \"{}\": {}", init, e.what()));
+  }
+}
+
 /// The experiment name names a folder: letters, digits, '.', '_' and '-' only, and not "." or "..".
 void SpecParser::check_name(const toml::table& table, const std::string& name) const {
   bool valid = !name.empty() && name != "." && name != "..";
@@ -564,7 +637,11 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
     } else {
       sections[name] = read_table(*table, section_spec(name), context, "/" + name, name, {});
     }
-    if (name == "data") check_data(*table, sections[name]);
+    if (name == "data") {
+      check_data(*table, sections[name]);
+      check_classes(*table, sections[name]);
+    }
+    if (name == "baseline") check_init(*table, sections[name]);
     if (name == "objectives") objectives = read_objectives(*table);
     if (name == "experiment") {
       check_name(*table, sections[name]["name"].get<std::string>());

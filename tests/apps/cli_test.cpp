@@ -1,5 +1,5 @@
-// End-to-end tests of the commands that train nothing: `validate` (error positions, trial counts) and `query`
-// (rows as JSON, writes refused).
+// End-to-end tests of the commands that train nothing: `validate` (error positions, trial counts, baseline cache
+// paths) and `query` (rows as JSON, writes refused).
 #include <string>
 
 #include <fmt/format.h>
@@ -7,6 +7,7 @@
 
 #include "app_harness.h"
 #include "edgesweep/common/json.h"
+#include "edgesweep/orchestrator/spec.h"
 
 namespace edgesweep::apps_test {
 namespace {
@@ -72,6 +73,48 @@ lr = [0.001, 0.005, 0.01]
       edgesweep({"validate", std::string(EDGESWEEP_SOURCE_DIR) + "/experiments/quickstart.toml"});
   ASSERT_EQ(quickstart.exit_code, 0) << describe(quickstart);
   EXPECT_TRUE(contains(quickstart.out, ": 4 trial(s)")) << describe(quickstart);
+}
+
+TEST_F(CliTest, ValidateChecksClassesAndInitAndPrintsWhereTheBaselineIsCached) {
+  const auto spec_with = [&](const std::string& name, const std::string& init) {
+    return write_file(name + ".toml", fmt::format(R"toml([experiment]
+name = "{}"
+
+[data]
+classes = [5, 6, 7]
+
+[baseline]
+init = '{}'
+
+[run]
+results_dir = '{}'
+)toml",
+                                                  name, init, (results_dir_ / name).string()));
+  };
+  // A missing archive: refused at its value, line 8, column 8, before anything runs.
+  const fs::path missing = spec_with("missing", (results_dir_ / "gone.pt").string());
+  const ProcessResult refused = edgesweep({"validate", missing.string()});
+  ASSERT_FALSE(refused.timed_out) << describe(refused);
+  EXPECT_EQ(refused.exit_code, 2) << describe(refused);
+  EXPECT_TRUE(contains(refused.err, missing.string() + ":8:8: [baseline] 'init' = ")) << describe(refused);
+  EXPECT_TRUE(contains(refused.err, "is not an existing file")) << describe(refused);
+
+  // So is a class list with a class twice, at the second one.
+  const fs::path twice = write_file("twice.toml", "[experiment]\nname = \"twice\"\n[data]\nclasses = [5, 6, 5]\n");
+  const ProcessResult twice_result = edgesweep({"validate", twice.string()});
+  EXPECT_EQ(twice_result.exit_code, 2) << describe(twice_result);
+  EXPECT_TRUE(contains(twice_result.err, twice.string() + ":4:18: [data] 'classes' = [5,6,5] names class 5 twice"))
+      << describe(twice_result);
+
+  // Any existing file passes validate (the worker checks that it is an archive of the same network).
+  const fs::path archive = write_file("pretrained.pt", "bytes standing for an archive");
+  const fs::path good = spec_with("good", archive.string());
+  const ProcessResult result = edgesweep({"validate", good.string()});
+  ASSERT_EQ(result.exit_code, 0) << describe(result);
+  const std::string hash = baseline_hash(expand_trials(parse_spec_file(good)).front());
+  const fs::path cached = results_dir_ / "cache" / (hash + ".pt");
+  EXPECT_TRUE(contains(result.out, "baseline cache: " + cached.string() + " (not trained yet)")) << describe(result);
+  EXPECT_FALSE(fs::exists(results_dir_)) << "validate must not create the results folder";
 }
 
 TEST_F(CliTest, QueryReturnsRowsAsJsonAndRefusesWrites) {

@@ -241,6 +241,10 @@ dataset_path = "/data/fmnist"
   EXPECT_EQ(request.at("dataset").at("id"), "fashion-mnist");
   EXPECT_EQ(request.at("dataset").at("path"), "/data/fmnist");
   EXPECT_EQ(request.at("dataset").at("limit"), 500);
+  EXPECT_FALSE(request.at("dataset").contains("classes"));  // every class: the request of earlier versions
+  const Json subset = measurement_request(
+      parse_spec_string("[experiment]\nname = \"s\"\n[data]\nclasses = [6, 5]\n", "s.toml"));
+  EXPECT_EQ(subset.at("dataset").at("classes"), Json({6, 5}));  // the devices relabel their test set the same way
   expect_error<InputError>(
       [] { parse_spec_string("[experiment]\nname = \"x\"\n[measure]\nbatch_sizes = [1, 2.5]\n", "x.toml"); },
       {"x.toml:4:", "batch_sizes", "2.5"});

@@ -272,7 +272,7 @@ TEST(Spec, UnreadableFileIsAnInputError) {
 TEST(SpecErrors, UnknownKeyInSection) {
   EXPECT_EQ(error_of(kHead + "[data]\n  foo = 1\n"),
             "x.toml:4:3: unknown key 'foo' in [data] (known keys: dataset, path, train_subset, test_subset, "
-            "val_fraction, augment, image_size, channels, test_fraction)");
+            "val_fraction, augment, image_size, channels, test_fraction, classes)");
 }
 
 TEST(SpecErrors, UnknownKeyInExperimentThroughADottedKey) {
@@ -450,6 +450,112 @@ TEST(SpecErrors, QuantizeMustBeTheLastStage) {
             "that no later stage can take, but pipeline[1] follows it");
   EXPECT_NO_THROW(parse_spec_string(
       kHead + "[[pipeline]]\nstage = \"finetune\"\n[[pipeline]]\nstage = \"quantize\"\nmode = \"none\"\n", "x.toml"));
+}
+
+TEST(SpecErrors, DataClasses) {
+  EXPECT_EQ(error_of(kHead + "[data]\nclasses = []\n"),
+            "x.toml:4:11: [data] 'classes' = [] is empty: list at least 2 class indices, or leave the key out to keep "
+            "every class");
+  EXPECT_EQ(error_of(kHead + "[data]\nclasses = [3]\n"),
+            "x.toml:4:11: [data] 'classes' = [3] keeps 1 class; a classifier needs at least 2");
+  EXPECT_EQ(error_of(kHead + "[data]\nclasses = [5, 6, 5]\n"),
+            "x.toml:4:18: [data] 'classes' = [5,6,5] names class 5 twice (first at 4:12)");
+  EXPECT_EQ(error_of(kHead + "[data]\nclasses = [5, 10]\n"),
+            "x.toml:4:15: [data] 'classes' = [5,10] holds 10, but fashion-mnist has 10 classes (0..9)");
+  EXPECT_EQ(error_of(kHead + "[data]\nclasses = [-1, 2]\n"),
+            "x.toml:4:12: [data] 'classes' = [-1,2] holds -1; class indices count from 0");
+  EXPECT_EQ(error_of(kHead + "[data]\nclasses = [5, 6.5]\n"),
+            "x.toml:4:15: [data] 'classes' must be an array of integers, got 6.5");
+  EXPECT_EQ(error_of(kHead + "[data]\nclasses = [5, \"6\"]\n"),
+            "x.toml:4:15: [data] 'classes' must be an array of integers, got \"6\"");
+  EXPECT_EQ(error_of(kHead + "[data]\nclasses = 5\n"),
+            "x.toml:4:11: [data] 'classes' must be an array of integers, got 5");
+  EXPECT_EQ(error_of(kHead + "[data]\ndataset = \"cifar10\"\npath = \"/data/cifar\"\nclasses = [0, 10]\n"),
+            "x.toml:6:15: [data] 'classes' = [0,10] holds 10, but cifar10 has 10 classes (0..9)");
+
+  // An image folder's classes are its subfolders, counted when the folder is there.
+  const std::filesystem::path folder = std::filesystem::path(testing::TempDir()) / "edgesweep_spec_classes";
+  for (const char* name : {"ant", "bee", "cow"}) std::filesystem::create_directories(folder / name);
+  const std::string images = kHead + "[data]\ndataset = \"imagefolder\"\npath = \"" + folder.string() + "\"\n";
+  EXPECT_EQ(error_of(images + "classes = [0, 3]\n"),
+            "x.toml:6:15: [data] 'classes' = [0,3] holds 3, but imagefolder has 3 classes (0..2)");
+  EXPECT_EQ(parse_spec_string(images + "classes = [2, 0]\n", "x.toml").base_trial["data"]["classes"],
+            Json({2, 0}));
+  std::filesystem::remove_all(folder);
+}
+
+TEST(Spec, ClassesAreKeptInTheirOrderAndNotSwept) {
+  const ExperimentSpec spec = parse_spec_string(kHead + "[data]\nclasses = [9, 5, 7]\n", "x.toml");
+  EXPECT_EQ(spec.base_trial["data"]["classes"], Json({9, 5, 7}));
+  EXPECT_TRUE(spec.dimensions.empty());
+  EXPECT_EQ(spec.base_trial.get<TrialConfig>().data.classes, (std::vector<int64_t>{9, 5, 7}));
+  EXPECT_EQ(Json(spec.base_trial.get<TrialConfig>()), spec.base_trial);
+}
+
+TEST(SpecErrors, BaselineInitIsAnExistingFile) {
+  EXPECT_EQ(error_of(kHead + "[baseline]\ninit = \"gone.pt\"\n"),
+            "x.toml:4:8: [baseline] 'init' = \"gone.pt\" is not an existing file (an edgesweep float archive, e.g. "
+            "results/cache/<baseline hash>.pt, the path `edgesweep validate` prints for the experiment that trained "
+            "it; relative paths are read from the working folder)");
+  EXPECT_EQ(error_of(kHead + "[baseline]\ninit = [\"a.pt\", \"b.pt\"]\n"),
+            "x.toml:4:8: [baseline] 'init' cannot be swept: give a string, not an array");
+  EXPECT_EQ(error_of(kHead + "[baseline]\ninit_sha256 = \"00\"\n").rfind("x.toml:4:1: unknown key 'init_sha256'", 0),
+            0u);
+}
+
+/// The baseline hash of the one trial of `text`.
+std::string baseline_hash_of(const std::string& text) {
+  const std::vector<TrialConfig> trials = expand_trials(parse_spec_string(text, "x.toml"));
+  EXPECT_EQ(trials.size(), 1u);
+  return baseline_hash(trials.front());
+}
+
+TEST(Spec, BaselineHashFollowsClassesAndTheInitArchive) {
+  const std::filesystem::path folder = std::filesystem::path(testing::TempDir()) / "edgesweep_spec_init";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "a.pt") << "archive a";
+  std::ofstream(folder / "b.pt") << "archive b";
+  const auto with_init = [&](const std::string& file, const std::string& data = "") {
+    return kHead + data + "[baseline]\ninit = \"" + (folder / file).string() + "\"\n";
+  };
+  const ExperimentSpec spec = parse_spec_string(with_init("a.pt"), "x.toml");
+  EXPECT_EQ(spec.base_trial["baseline"]["init"], (folder / "a.pt").string());
+  EXPECT_EQ(spec.base_trial["baseline"]["init_sha256"], sha256_hex("archive a"));
+
+  const std::vector<std::string> hashes = {
+      baseline_hash_of(kHead),
+      baseline_hash_of(kHead + "[data]\nclasses = [5, 6, 7, 8, 9]\n"),
+      baseline_hash_of(kHead + "[data]\nclasses = [0, 1, 2, 3, 4]\n"),
+      baseline_hash_of(kHead + "[data]\nclasses = [9, 8, 7, 6, 5]\n"),
+      baseline_hash_of(with_init("a.pt")),
+      baseline_hash_of(with_init("b.pt")),
+      baseline_hash_of(with_init("a.pt", "[data]\nclasses = [5, 6, 7, 8, 9]\n")),
+  };
+  for (size_t i = 0; i < hashes.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) EXPECT_NE(hashes[i], hashes[j]) << "configs " << j << " and " << i;
+  }
+  EXPECT_EQ(baseline_hash_of(with_init("a.pt")), hashes[4]);
+  // The file's content counts: other bytes under the same path give another hash.
+  std::ofstream(folder / "a.pt") << "archive a, trained again";
+  EXPECT_NE(baseline_hash_of(with_init("a.pt")), hashes[4]);
+  std::filesystem::remove_all(folder);
+}
+
+TEST(Spec, ConfigsWithoutClassesOrInitKeepTheirFormAndHash) {
+  const ExperimentSpec spec = parse_spec_string(kExample, "x.toml");
+  EXPECT_FALSE(spec.base_trial["data"].contains("classes"));
+  EXPECT_FALSE(spec.base_trial["baseline"].contains("init"));
+  EXPECT_FALSE(spec.base_trial["baseline"].contains("init_sha256"));
+  // Configs recorded before the keys existed still read, with every class and fresh weights.
+  Json recorded = spec.base_trial;
+  const TrialConfig config = recorded.get<TrialConfig>();
+  EXPECT_TRUE(config.data.classes.empty());
+  EXPECT_TRUE(config.baseline.init.empty());
+  // The ResNet-20 targets' baseline, cached under this hash by the version before the keys existed.
+  EXPECT_EQ(baseline_hash_of(kHead + "seed = 3\n[data]\ndataset = \"fashion-mnist\"\ntrain_subset = 12000\n"
+                                     "val_fraction = 0.05\n[model]\narch = \"resnet20\"\n[baseline]\nepochs = 10\n"
+                                     "lr = 0.1\nbatch_size = 128\n"),
+            "cea9272a68def63e9165d0314aaf7d1e4d66229235169afc1ebbfd515687febf");
 }
 
 TEST(SpecErrors, DistillTeacherIsTheBaselineOrAnExistingFile) {

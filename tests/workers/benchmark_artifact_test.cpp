@@ -142,6 +142,17 @@ TEST_F(BenchmarkArtifact, AccuracyEqualsEvaluatingTheModelDirectly) {
   EXPECT_EQ(limited.at("images"), 10);
   const Dataset first = eval.select(torch::arange(10, torch::kInt64));
   EXPECT_DOUBLE_EQ(limited.at("top1").get<double>(), evaluate_accuracy(model_, first, {0.3}, {0.35}, 16));
+
+  // An experiment's [data] classes: the device keeps those classes, relabelled as in training, before the limit.
+  request["dataset"]["classes"] = {7, 2, 4};
+  request["dataset"]["limit"] = 0;
+  const Json subset = benchmark_artifact(request).at("accuracy");
+  const Dataset kept = select_classes(eval, {7, 2, 4});
+  ASSERT_GT(kept.size(), 0);
+  EXPECT_EQ(subset.at("images"), kept.size());
+  EXPECT_DOUBLE_EQ(subset.at("top1").get<double>(), evaluate_accuracy(model_, kept, {0.3}, {0.35}, 16));
+  request["dataset"]["classes"] = {7, 12};
+  expect_error<InputError>([&] { benchmark_artifact(request); }, {"'classes' holds 12", "0..9"});
 }
 
 TEST_F(BenchmarkArtifact, QuantizedEngineComesFromTheArtifactUnlessTheRequestNamesOne) {

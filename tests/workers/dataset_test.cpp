@@ -17,35 +17,16 @@
 
 #include "edgesweep/common/error.h"
 #include "expect_error.h"
+#include "fake_datasets.h"
 #include "temp_folder.h"
 
 namespace edgesweep {
 namespace {
 
 namespace fs = std::filesystem;
-using Bytes = std::vector<uint8_t>;
 
 // ---------------------------------------------------------------------------------------------------------------
-// Writing test files
-
-void append_big_endian(Bytes& out, uint32_t value) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(value >> shift));
-}
-
-/// An idx file: magic, the dimensions (big-endian u32 each), then the payload.
-Bytes idx_file(uint32_t magic, const std::vector<uint32_t>& dims, const Bytes& payload) {
-  Bytes out;
-  append_big_endian(out, magic);
-  for (uint32_t d : dims) append_big_endian(out, d);
-  out.insert(out.end(), payload.begin(), payload.end());
-  return out;
-}
-
-void write_raw(const fs::path& path, const Bytes& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(out.good()) << path;
-}
+// Writing test files (idx files: fake_datasets.h)
 
 struct GzCloser {
   void operator()(gzFile_s* file) const { gzclose(file); }
@@ -354,6 +335,166 @@ TEST_F(ImageFolderReader, LoadDataSplitsEveryClassBySeed) {
   EXPECT_TRUE(torch::equal(a.test.images, b.test.images));
   EXPECT_TRUE(torch::equal(a.train.images, b.train.images));
   EXPECT_EQ(a.id, b.id);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Class subsets ([data] classes)
+
+TEST(SelectClasses, KeepsTheListedClassesInOrderAndRelabelsThem) {
+  const Dataset all{torch::arange(6, torch::kInt64).to(torch::kUInt8).view({6, 1, 1, 1}),
+                    torch::tensor({2, 0, 9, 5, 2, 7}, torch::kInt64)};
+  const Dataset kept = select_classes(all, {2, 7});
+  EXPECT_TRUE(torch::equal(kept.labels, torch::tensor({0, 0, 1}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(kept.images.flatten(), torch::tensor({0, 4, 5}, torch::kInt64).to(torch::kUInt8)));
+  // The list's order gives the new labels: 7 -> 0, 2 -> 1.
+  EXPECT_TRUE(torch::equal(select_classes(all, {7, 2}).labels, torch::tensor({1, 1, 0}, torch::kInt64)));
+  // A listed class without samples keeps its label; an empty set stays empty.
+  EXPECT_TRUE(torch::equal(select_classes(all, {3, 9}).labels, torch::tensor({1}, torch::kInt64)));
+  EXPECT_EQ(select_classes(select_classes(all, {4, 6}), {0, 1}).size(), 0);
+}
+
+using ClassSubsets = DataFiles;
+
+/// Training images per class c: c + 3; test images: c + 1 (Fashion-MNIST's class order, 10 classes).
+const std::vector<int> kTrainPerClass = {3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+const std::vector<int> kTestPerClass = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+
+/// Every image of `d` shows (in its pixels, see labelled_pixel) the original class that its label stands for.
+void expect_labels_match_pixels(const Dataset& d, const std::vector<int64_t>& classes) {
+  for (int64_t i = 0; i < d.size(); ++i) {
+    const int64_t label = d.labels[i].item<int64_t>();
+    ASSERT_GE(label, 0);
+    ASSERT_LT(label, static_cast<int64_t>(classes.size()));
+    EXPECT_EQ(d.images[i][0][0][0].item<int>() / 25, classes[static_cast<size_t>(label)]) << "image " << i;
+  }
+}
+
+DataConfig fake_fashion_mnist(const fs::path& root, std::vector<int64_t> classes) {
+  write_fashion_mnist_folder(root, labels_with_counts(kTrainPerClass), labels_with_counts(kTestPerClass));
+  DataConfig config;
+  config.dataset = "fashion-mnist";
+  config.path = root.string();
+  config.val_fraction = 0.0;
+  config.classes = std::move(classes);
+  return config;
+}
+
+TEST_F(ClassSubsets, FashionMnistKeepsExactlyTheListedClassesRelabelled) {
+  const std::vector<int64_t> classes = {5, 6, 7, 8, 9};
+  const DataSplits d = load_data(fake_fashion_mnist(folder_ / "fmnist", classes), 3);
+  EXPECT_EQ(d.class_names, (std::vector<std::string>{"sandal", "shirt", "sneaker", "bag", "ankle boot"}));
+  ASSERT_EQ(d.train.size(), 8 + 9 + 10 + 11 + 12);
+  ASSERT_EQ(d.test.size(), 6 + 7 + 8 + 9 + 10);
+  EXPECT_EQ(d.val.size(), 0);
+  for (size_t k = 0; k < classes.size(); ++k) {
+    const auto c = static_cast<size_t>(classes[k]);
+    EXPECT_EQ(d.train.labels.eq(static_cast<int64_t>(k)).sum().item<int64_t>(), kTrainPerClass[c]) << "class " << c;
+    EXPECT_EQ(d.test.labels.eq(static_cast<int64_t>(k)).sum().item<int64_t>(), kTestPerClass[c]) << "class " << c;
+  }
+  expect_labels_match_pixels(d.train, classes);
+  expect_labels_match_pixels(d.test, classes);
+
+  // The whole dataset has another test split, hence another id.
+  const DataSplits all = load_data(fake_fashion_mnist(folder_ / "fmnist", {}), 3);
+  EXPECT_EQ(all.class_names.size(), 10u);
+  EXPECT_EQ(all.test.size(), 55);
+  EXPECT_NE(all.id, d.id);
+}
+
+TEST_F(ClassSubsets, SplitsAndSubsetsTakeTheirShareOfTheKeptImages) {
+  // Any order: 9 -> 0, 2 -> 1. 12 + 5 training images are kept, 10 + 3 test images.
+  const std::vector<int64_t> classes = {9, 2};
+  DataConfig config = fake_fashion_mnist(folder_ / "fmnist", classes);
+  config.val_fraction = 0.2;
+  config.train_subset = 10;
+  config.test_subset = 7;
+  const DataSplits d = load_data(config, 3);
+  EXPECT_EQ(d.class_names, (std::vector<std::string>{"ankle boot", "pullover"}));
+  EXPECT_EQ(d.val.size(), 3);     // 20% of the 17 kept, not of all 75
+  EXPECT_EQ(d.train.size(), 10);  // train_subset of the 14 left
+  EXPECT_EQ(d.test.size(), 7);    // test_subset of the 13 kept
+  for (const Dataset* split : {&d.train, &d.val, &d.test}) expect_labels_match_pixels(*split, classes);
+}
+
+TEST_F(ClassSubsets, Cifar10KeepsTheListedClassesRelabelled) {
+  // 15 training records over five batch files and 3 test records; record r's pixels are cifar_pixel(r, ...).
+  const std::vector<std::vector<uint8_t>> batches = {{0, 1, 2}, {3, 4, 5}, {3, 1, 7}, {9, 3, 8}, {1, 2, 3}};
+  std::vector<uint8_t> train_labels;
+  for (size_t b = 0; b < batches.size(); ++b) {
+    write_raw(folder_ / fmt::format("data_batch_{}.bin", b + 1),
+              cifar_records(static_cast<int>(train_labels.size()), batches[b]));
+    train_labels.insert(train_labels.end(), batches[b].begin(), batches[b].end());
+  }
+  write_raw(folder_ / "test_batch.bin", cifar_records(100, {3, 0, 1}));
+  DataConfig config;
+  config.dataset = "cifar10";
+  config.path = folder_.path().string();
+  config.val_fraction = 0.0;
+  config.classes = {3, 1};
+  const DataSplits d = load_data(config, 4);
+  EXPECT_EQ(d.class_names, (std::vector<std::string>{"cat", "automobile"}));
+  ASSERT_EQ(d.train.size(), 7);  // four 3s and three 1s
+  EXPECT_EQ(d.train.labels.eq(0).sum().item<int64_t>(), 4);
+  EXPECT_EQ(d.train.labels.eq(1).sum().item<int64_t>(), 3);
+  for (int64_t i = 0; i < d.train.size(); ++i) {
+    const int pixel = d.train.images[i][0][0][0].item<int>();
+    int record = 0;  // the record whose first pixel this is (r * 31 % 256 differs for every r < 256)
+    while (record < static_cast<int>(train_labels.size()) && cifar_pixel(record, 0, 0, 0) != pixel) ++record;
+    ASSERT_LT(record, static_cast<int>(train_labels.size()));
+    EXPECT_EQ(config.classes[static_cast<size_t>(d.train.labels[i].item<int64_t>())], train_labels[record]);
+  }
+  EXPECT_TRUE(torch::equal(d.test.labels, torch::tensor({0, 1}, torch::kInt64)));  // the test split keeps its order
+  EXPECT_EQ(d.test.images[1][0][0][0].item<int>(), cifar_pixel(102, 0, 0, 0));
+}
+
+TEST_F(ClassSubsets, ImageFoldersKeepTheListedClassesRelabelled) {
+  const std::vector<std::string> names = {"ant", "bee", "cow"};
+  for (size_t c = 0; c < names.size(); ++c) {
+    for (int i = 0; i < 3; ++i) {
+      const auto value = static_cast<uint8_t>(60 * (c + 1));
+      write_png(folder_ / names[c] / fmt::format("{}.png", i), 4, 4, 1, Colour{value, value, value});
+    }
+  }
+  DataConfig config;
+  config.dataset = "imagefolder";
+  config.path = folder_.path().string();
+  config.image_size = 4;
+  config.channels = 1;
+  config.test_fraction = 0.34;  // one image of each class
+  config.val_fraction = 0.0;
+  config.classes = {2, 0};
+  const DataSplits d = load_data(config, 5);
+  EXPECT_EQ(d.class_names, (std::vector<std::string>{"cow", "ant"}));
+  ASSERT_EQ(d.train.size(), 4);
+  ASSERT_EQ(d.test.size(), 2);
+  for (const Dataset* split : {&d.train, &d.test}) {
+    EXPECT_EQ(split->labels.eq(0).sum().item<int64_t>(), split->labels.eq(1).sum().item<int64_t>());
+    for (int64_t i = 0; i < split->size(); ++i) {
+      const int expected = split->labels[i].item<int64_t>() == 0 ? 180 : 60;  // cow, ant
+      EXPECT_EQ(split->images[i][0][0][0].item<int>(), expected);
+    }
+  }
+}
+
+TEST_F(ClassSubsets, BadClassListsAreNamed) {
+  DataConfig config = fake_fashion_mnist(folder_ / "fmnist", {5});
+  expect_error<InputError>([&] { load_data(config, 1); }, {"[data] 'classes' = [5]", "at least 2"});
+  config.classes = {5, 6, 5};
+  expect_error<InputError>([&] { load_data(config, 1); }, {"[data] 'classes' = [5,6,5]", "class 5 twice"});
+  config.classes = {3, 10};
+  expect_error<InputError>([&] { load_data(config, 1); },
+                           {"[data] 'classes' = [3,10]", "holds 10", "fashion-mnist has 10 classes (0..9)"});
+  config.classes = {-1, 2};
+  expect_error<InputError>([&] { load_data(config, 1); }, {"[data] 'classes' = [-1,2]", "holds -1"});
+
+  for (const char* name : {"x", "y"}) {
+    for (const char* image : {"a.png", "b.png"}) write_png(folder_ / "two" / name / image, 4, 4, 1, kGrey);
+  }
+  DataConfig two;
+  two.dataset = "imagefolder";
+  two.path = (folder_ / "two").string();
+  two.classes = {0, 2};
+  expect_error<InputError>([&] { load_data(two, 1); }, {"holds 2", "imagefolder has 2 classes (0..1)"});
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
-#include <caffe2/serialize/inline_container.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -77,20 +76,12 @@ double own_peak_rss_mb() {
 
 /// The artifact's edgesweep/meta.json, read from the zip archive without loading the module (the quantized engine
 /// it names has to be active before loading, since packed weights are repacked for the engine active at load).
-Json read_archive_metadata(const fs::path& model) {
+Json read_benchmark_metadata(const fs::path& model) {
   check_input(fs::is_regular_file(model), "benchmark: model file '{}' does not exist", model.string());
   try {
-    caffe2::serialize::PyTorchStreamReader reader(model.string());
-    const std::string record = std::string("extra/") + kMetadataFile;
-    if (!reader.hasRecord(record)) return Json::object();
-    const auto [data, size] = reader.getRecord(record);
-    const std::string text(static_cast<const char*>(data.get()), size);
-    return text.empty() ? Json::object() : Json::parse(text);
-  } catch (const c10::Error& e) {
-    throw InputError(fmt::format("benchmark: '{}' is not a TorchScript archive ({})", model.string(),
-                                 e.what_without_backtrace()));
-  } catch (const Json::exception& e) {
-    throw InputError(fmt::format("benchmark: '{}' holds a malformed {} ({})", model.string(), kMetadataFile, e.what()));
+    return read_archive_metadata(model);
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("benchmark: {}", e.what()));
   }
 }
 
@@ -187,7 +178,14 @@ Json measure_accuracy(torch::jit::Module& module, const Json& spec, const Json& 
   check_input(!id.empty() && !path.empty(), "benchmark request: 'dataset' needs 'id' and 'path', got {}",
               spec.dump());
   check_input(batch_size >= 1, "benchmark request: 'accuracy_batch_size' must be at least 1, got {}", batch_size);
+  const auto classes = request_value<std::vector<int64_t>>(spec, "classes", {});
   EvaluationSet set = read_evaluation_set(id, path);
+  if (!classes.empty()) {  // the experiment's [data] classes: labels relabelled as in training
+    for (int64_t c : classes) {
+      check_input(c >= 0 && c < 10, "benchmark request: 'dataset' 'classes' holds {}; '{}' has classes 0..9", c, id);
+    }
+    set.data = select_classes(set.data, classes);
+  }
   if (limit > 0 && limit < set.data.size()) {
     set.data = set.data.select(torch::arange(limit, torch::kInt64));
   }
@@ -272,7 +270,7 @@ Json benchmark_artifact(const Json& request) {
   check_input(request.is_object(), "benchmark request must be a JSON object, got {}", request.dump());
   const fs::path model = request_value<std::string>(request, "model", "");
   check_input(!model.empty(), "benchmark request names no 'model'");
-  const Json metadata = read_archive_metadata(model);
+  const Json metadata = read_benchmark_metadata(model);
   configure_runtime(request, metadata);
   const std::vector<int64_t> shape = input_shape(request, metadata, model);
 

@@ -64,10 +64,37 @@ std::vector<std::string> default_class_names(const std::string& dataset) {
   return {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
 }
 
+/// A [data] classes list against the dataset's `class_count` classes: at least 2, each once, each in range.
+void check_class_list(const std::vector<int64_t>& classes, int64_t class_count, const std::string& dataset) {
+  const std::string listed = Json(classes).dump();
+  check_input(classes.size() >= 2, "[data] 'classes' = {} keeps {} class(es); a classifier needs at least 2", listed,
+              classes.size());
+  for (size_t i = 0; i < classes.size(); ++i) {
+    check_input(classes[i] >= 0 && classes[i] < class_count,
+                "[data] 'classes' = {} holds {}, but {} has {} classes (0..{})", listed, classes[i], dataset,
+                class_count, class_count - 1);
+    for (size_t j = 0; j < i; ++j) {
+      check_input(classes[j] != classes[i], "[data] 'classes' = {} names class {} twice", listed, classes[i]);
+    }
+  }
+}
+
 }  // namespace
 
 Dataset Dataset::select(const torch::Tensor& indices) const {
   return Dataset{images.index_select(0, indices), labels.index_select(0, indices)};
+}
+
+Dataset select_classes(const Dataset& data, const std::vector<int64_t>& classes) {
+  if (data.size() == 0) return data;
+  int64_t largest = data.labels.max().item<int64_t>();
+  for (int64_t c : classes) largest = std::max(largest, c);
+  // new_label[old label] = its position in `classes`, or -1 for a class that is left out.
+  auto new_label = torch::full({largest + 1}, -1, torch::kInt64);
+  for (size_t k = 0; k < classes.size(); ++k) new_label[classes[k]] = static_cast<int64_t>(k);
+  const auto relabelled = new_label.index_select(0, data.labels);
+  const auto kept = relabelled.ge(0).nonzero().flatten();
+  return Dataset{data.images.index_select(0, kept), relabelled.index_select(0, kept)};
 }
 
 Dataset read_idx(const fs::path& images_path, const fs::path& labels_path) {
@@ -208,6 +235,14 @@ DataSplits load_data(const DataConfig& config, uint64_t seed) {
   const int64_t num_classes = static_cast<int64_t>(splits.class_names.size());
   check_input(full_train.labels.max().item<int64_t>() < num_classes && full_train.labels.min().item<int64_t>() >= 0,
               "dataset '{}' has labels outside 0..{}", config.dataset, num_classes - 1);
+  if (!config.classes.empty()) {
+    check_class_list(config.classes, num_classes, config.dataset);
+    full_train = select_classes(full_train, config.classes);
+    splits.test = select_classes(splits.test, config.classes);
+    std::vector<std::string> kept_names;
+    for (int64_t c : config.classes) kept_names.push_back(splits.class_names[static_cast<size_t>(c)]);
+    splits.class_names = std::move(kept_names);
+  }
 
   // Deterministic validation split and subsets.
   torch::Generator gen = at::detail::createCPUGenerator(seed);

@@ -10,6 +10,7 @@
 
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/hash.h"
+#include "edgesweep/workers/baseline_init.h"
 #include "edgesweep/workers/compress/compressed_size.h"
 #include "edgesweep/workers/compress/quantize.h"
 #include "edgesweep/workers/measure_latency.h"
@@ -133,6 +134,7 @@ void store_in_cache(const Task& task, const TaskResult& result) {
     out << Json{{"sha256", artifact.sha256}, {"artifact", artifact}, {"metrics", result.metrics},
                 {"config", task.config}}
                .dump(2);
+    spdlog::info("baseline {} cached as '{}'", task.trial_id, cache_file(task, ".pt").string());
   } catch (const std::exception& e) {
     spdlog::warn("cannot write the baseline cache in '{}': {}", task.cache_dir, e.what());
   }
@@ -144,9 +146,14 @@ void run_baseline(const Task& task, TaskResult& result) {
   torch::manual_seed(task.config.seed);
   GraphModule model(build_model(task.config.model, data->input_shape,
                                 static_cast<int64_t>(data->class_names.size())));
+  const BaselineConfig& baseline = task.config.baseline;
+  if (!baseline.init.empty()) {
+    initialize_from_archive(model, baseline.init, baseline.init_sha256, data->class_names);
+    spdlog::info("baseline {} starts from the weights of '{}'", task.trial_id, baseline.init);
+  }
   std::vector<Metric> metrics;
   StageContext context{*data, task.config, GraphModule(nullptr), -1, 0, &metrics};
-  StageConfig stage{"train", Json(task.config.baseline)};
+  StageConfig stage{"train", Json(static_cast<const TrainConfig&>(baseline))};
   stage.params["reinitialize"] = false;
   model = find_stage("train")(model, stage, context);
   const double accuracy = evaluate_accuracy(model, data->test, data->mean, data->std, task.eval_batch_size);

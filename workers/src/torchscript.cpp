@@ -3,6 +3,7 @@
 
 #include <sstream>
 
+#include <caffe2/serialize/inline_container.h>
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
@@ -123,6 +124,22 @@ void save_torchscript(const GraphModule& model, const Json& metadata, const std:
     throw Error(fmt::format("cannot save model to '{}': {}", path.string(), e.what_without_backtrace()));
   }
   std::filesystem::rename(partial, path);  // a crash never leaves a half-written archive under the final name
+}
+
+Json read_archive_metadata(const std::filesystem::path& path) {
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path.string());
+    const std::string record = std::string("extra/") + kMetadataFile;
+    if (!reader.hasRecord(record)) return Json::object();
+    const auto [data, size] = reader.getRecord(record);
+    const std::string text(static_cast<const char*>(data.get()), size);
+    return text.empty() ? Json::object() : Json::parse(text);
+  } catch (const c10::Error& e) {
+    throw InputError(
+        fmt::format("'{}' is not a TorchScript archive ({})", path.string(), e.what_without_backtrace()));
+  } catch (const Json::exception& e) {
+    throw InputError(fmt::format("'{}' holds a malformed {} ({})", path.string(), kMetadataFile, e.what()));
+  }
 }
 
 LoadedModel load_graph_module(const std::filesystem::path& path) {

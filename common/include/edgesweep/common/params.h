@@ -11,13 +11,14 @@
 namespace edgesweep {
 
 enum class ParamType {
-  Integer,     ///< a TOML integer
-  Float,       ///< a TOML float or integer
-  String,      ///< a TOML string, optionally one of `choices`
-  Boolean,     ///< a TOML boolean
-  StringList,  ///< an array of strings (never swept)
-  FloatList,   ///< an array of numbers (never swept)
-  TableList,   ///< an array of tables, checked against its own schema (model layers)
+  Integer,      ///< a TOML integer
+  Float,        ///< a TOML float or integer
+  String,       ///< a TOML string, optionally one of `choices`
+  Boolean,      ///< a TOML boolean
+  StringList,   ///< an array of strings (never swept)
+  FloatList,    ///< an array of numbers (never swept)
+  IntegerList,  ///< an array of integers (never swept)
+  TableList,    ///< an array of tables, checked against its own schema (model layers)
 };
 
 /// One setting. A null `default_value` means the key is required.

@@ -20,6 +20,8 @@ struct DataConfig {
   int64_t image_size = 32;  ///< imagefolder only
   int64_t channels = 3;     ///< imagefolder only
   double test_fraction = 0.2;  ///< imagefolder only
+  /// Classes kept, as indices into the dataset's classes, relabelled 0..n-1 in this order; empty: all classes.
+  std::vector<int64_t> classes;
 };
 
 struct ModelConfig {
@@ -41,6 +43,12 @@ struct TrainConfig {
   double gamma = 0.1;
 };
 
+/// [baseline]: its training settings and, optionally, the archive whose weights it starts from.
+struct BaselineConfig : TrainConfig {
+  std::string init;         ///< path of an edgesweep float archive; empty: fresh weights
+  std::string init_sha256;  ///< sha256 of `init` when the experiment was read (enters the baseline hash)
+};
+
 /// One pipeline stage: its kind and its complete parameter object (including "stage").
 struct StageConfig {
   std::string stage;
@@ -51,15 +59,20 @@ struct TrialConfig {
   uint64_t seed = 0;
   DataConfig data;
   ModelConfig model;
-  TrainConfig baseline;
+  BaselineConfig baseline;
   std::vector<StageConfig> pipeline;
 };
 
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(DataConfig, dataset, path, train_subset, test_subset, val_fraction, augment,
-                                   image_size, channels, test_fraction)
+/// Keys added after the first stores were written (DataConfig's `classes`, BaselineConfig's `init` and
+/// `init_sha256`) are written only when set and read as unset when missing: configs that do not use them keep the JSON
+/// form and the hashes they had before, so cached baselines and recorded trials stay valid.
+void to_json(Json& j, const DataConfig& c);
+void from_json(const Json& j, DataConfig& c);
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ModelConfig, arch, width, layers)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TrainConfig, epochs, lr, optimizer, momentum, nesterov, weight_decay, batch_size,
                                    lr_schedule, step_size, gamma)
+void to_json(Json& j, const BaselineConfig& c);
+void from_json(const Json& j, BaselineConfig& c);
 /// A stage's JSON form is its parameter object, which includes "stage".
 void to_json(Json& j, const StageConfig& c);
 void from_json(const Json& j, StageConfig& c);
@@ -68,7 +81,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TrialConfig, seed, data, model, baseline, pip
 /// Content hash (sha256 hex) of a JSON value in canonical form (sorted keys, no spaces).
 std::string json_hash(const Json& value);
 
-/// Content hash of what determines a trial's baseline: seed, data, model and baseline training settings.
+/// Content hash of what determines a trial's baseline: seed, data (classes included), model and [baseline] (training
+/// settings, and the path and sha256 of the archive it starts from).
 std::string baseline_hash(const TrialConfig& config);
 
 /// Content hash of a whole trial config.

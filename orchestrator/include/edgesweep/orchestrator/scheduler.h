@@ -18,6 +18,10 @@ struct RunOptions {
 /// The database file of an experiment.
 std::filesystem::path store_path(const ExperimentSpec& spec);
 
+/// The folder of cached baselines, shared by the experiments beside this one: <results_dir>/../cache. A trained
+/// baseline is kept there as <baseline hash>.pt (the archive) and .json (its metrics and config).
+std::filesystem::path baseline_cache_dir(const ExperimentSpec& spec);
+
 /// Rank 0: runs the experiment to the end over the other ranks; returns the process exit code
 /// (0 all done, 1 some trials failed). Throws InputError for a spec/store mismatch (exit 2).
 int orchestrate(const ExperimentSpec& spec, const RunOptions& options, MpiSession& session);

@@ -13,7 +13,8 @@ namespace edgesweep {
 ///   threads (1), quantized_engine ("": the artifact's meta.json `quantized_engine`, else LibTorch's default),
 ///   batch_sizes ([1, 32]), warmup_runs (5), warmup_seconds (0.5), min_runs (20), min_seconds (1.0),
 ///   keep_latencies (true), seed (0: of the random inputs),
-///   dataset ({"id": "fashion-mnist" | "cifar10", "path": folder, "limit": 0 = all}), accuracy_batch_size (256).
+///   dataset ({"id": "fashion-mnist" | "cifar10", "path": folder, "limit": 0 = all, "classes": [] = all: only these
+///   classes, relabelled by their position as in training; before the limit}), accuracy_batch_size (256).
 /// Throws InputError naming the file or key for a missing or malformed model, request or dataset.
 Json benchmark_artifact(const Json& request);
 

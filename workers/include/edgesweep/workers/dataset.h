@@ -51,7 +51,14 @@ Dataset read_cifar10(const std::vector<std::filesystem::path>& files);
 Dataset read_image_folder(const std::filesystem::path& root, int64_t size, int64_t channels,
                           std::vector<std::string>& class_names);
 
-/// Loads the dataset of `config` and makes the train/val/test splits and subsets, deterministic in `seed`.
+/// The samples whose label is one of `classes`, in their original order, relabelled by their position in `classes`
+/// (classes[k] becomes label k).
+Dataset select_classes(const Dataset& data, const std::vector<int64_t>& classes);
+
+/// Loads the dataset of `config` and makes the train/val/test splits and subsets, deterministic in `seed`. In this
+/// order: `classes` (when given) keeps only those classes in the training and test images, relabelled, with their
+/// names; then `val_fraction` of the kept training images is held out, `train_subset` caps the rest and
+/// `test_subset` the kept test images. Throws InputError naming `[data] classes` for a bad class list.
 DataSplits load_data(const DataConfig& config, uint64_t seed);
 
 /// uint8 images -> float, scaled to [0, 1] and normalised per channel.

@@ -31,6 +31,11 @@ struct LoadedModel {
   Json metadata;
 };
 
+/// The `edgesweep/meta.json` of an archive, read without loading the module (so quantized archives too); an empty
+/// object when it has none. Throws InputError naming the file when it is not a TorchScript archive or the JSON is
+/// malformed.
+Json read_archive_metadata(const std::filesystem::path& path);
+
 /// Loads an archive written by save_torchscript into a trainable GraphModule (parameters copied).
 /// Throws Error naming the file when it is not an edgesweep archive.
 LoadedModel load_graph_module(const std::filesystem::path& path);
