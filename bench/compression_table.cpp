@@ -3,7 +3,8 @@
 // shares the cores. Writes a Markdown file; speed-ups and size ratios are against the experiment's baseline.
 //
 // Models are measured in `rounds` interleaved rounds (every model once per round), and each figure is the median of
-// its rounds, so that a slow spell of the machine does not fall on one model only.
+// its rounds, so that a slow spell of the machine does not fall on one model only. Many short rounds (the default:
+// 20 of 0.5 s per batch size) follow such spells more closely than a few long ones.
 //
 // `--form` says what is timed: the archive as loaded (the default, what a device agent runs), or it frozen or
 // optimized for inference first (see InferenceForm), which is what a LibTorch deployment may do before serving.
@@ -103,8 +104,8 @@ int run(int argc, char** argv) {
   const fs::path database = argv[1];
   const fs::path output = argv[2];
   std::string experiment_name;
-  double seconds = 2.0;
-  int64_t rounds = 3;
+  double seconds = 0.5;
+  int64_t rounds = 20;
   int64_t threads = static_cast<int64_t>(std::thread::hardware_concurrency());
   InferenceForm form = InferenceForm::Archive;
   for (int i = 3; i + 1 < argc; i += 2) {
