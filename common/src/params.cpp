@@ -242,7 +242,7 @@ std::map<std::string, SectionSpec> make_sections() {
            "path of an edgesweep float archive (e.g. results/cache/<baseline hash>.pt) whose weights the baseline "
            "starts from before its training (fine-tuning on this experiment's data); its graph must be the one "
            "[model] builds except for the outputs of the last linear layer, which is freshly initialised when the "
-           "class count differs. Relative paths are read from the working folder; its sha256 enters the baseline "
+           "class count or the classes differ. Relative paths are read from the working folder; its sha256 enters the baseline "
            "hash. Empty: fresh weights"));
   sections["search"] = {"search",
                         {
