@@ -27,6 +27,8 @@
 #include "edgesweep/device_agents/client.h"
 #include "edgesweep/workers/measure_latency.h"
 
+#include "bench_report.h"
+
 namespace fs = std::filesystem;
 using namespace edgesweep;
 using Clock = std::chrono::steady_clock;
@@ -209,24 +211,10 @@ int run(int argc, char** argv) {
       "(requests: {}); of which measuring (warm-up and timed runs): mean {:.2f} s. The difference, {:.2f} s, is the "
       "agent's fixed cost per benchmark.\n",
       request_time.mean, join(request_seconds, 2), measuring_time.mean, request_time.mean - measuring_time.mean);
-  if (output.has_parent_path()) fs::create_directories(output.parent_path());
-  std::ofstream file(output);
-  check(static_cast<bool>(file), "cannot write '{}'", output.string());
-  file << text;
-  fmt::print("{}", text);
+  bench::write_report(output, text);
   return 0;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const InputError& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return edgesweep::bench::main_of(run, argc, argv); }

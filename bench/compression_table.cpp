@@ -30,6 +30,8 @@
 #include "edgesweep/workers/compress/quantize.h"
 #include "edgesweep/workers/measure_latency.h"
 
+#include "bench_report.h"
+
 namespace fs = std::filesystem;
 using namespace edgesweep;
 
@@ -195,24 +197,10 @@ int run(int argc, char** argv) {
         number(row.b1_p90_ms, 3), number(row.b32_ms, 2), number(row.b32_p90_ms, 2),
         base ? ratio(base->b1_ms, row.b1_ms) : "-", base ? ratio(base->b32_ms, row.b32_ms) : "-");
   }
-  fs::create_directories(output.parent_path().empty() ? fs::path(".") : output.parent_path());
-  std::ofstream file(output);
-  check(static_cast<bool>(file), "cannot write '{}'", output.string());
-  file << text;
-  fmt::print("{}", text);
+  bench::write_report(output, text);
   return 0;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const InputError& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return edgesweep::bench::main_of(run, argc, argv); }
