@@ -25,24 +25,12 @@
 #include "fake_datasets.h"
 #include "synthetic_data.h"
 #include "temp_folder.h"
+#include "tiny_tasks.h"
 
 namespace edgesweep {
 namespace {
 
 namespace fs = std::filesystem;
-
-/// Inline layers of a tiny network: conv (`channels`) + batch norm + relu + pool, a hidden linear layer and the head.
-Json tiny_layers(int64_t classes, int64_t channels = 4) {
-  Json layers = Json::parse(R"([
-    {"op": "conv", "name": "conv1", "out": 4}, {"op": "batchnorm", "name": "bn1"}, {"op": "relu", "name": "relu1"},
-    {"op": "maxpool", "name": "pool"}, {"op": "flatten", "name": "flat"},
-    {"op": "linear", "name": "fc1", "out": 8}, {"op": "relu", "name": "fc1_relu"},
-    {"op": "linear", "name": "fc2", "out": 2}
-  ])");
-  layers[0]["out"] = channels;
-  layers.back()["out"] = classes;
-  return layers;
-}
 
 GraphModule tiny_model(int64_t classes, uint64_t seed, int64_t channels = 4) {
   torch::manual_seed(seed);
@@ -180,24 +168,6 @@ TEST(BaselineInit, RefusesQuantizedForeignMissingAndChangedFiles) {
   expect_error<InputError>(
       [&] { initialize_from_archive(model, folder / "pretrained.pt", std::string(64, '0')); },
       {"has sha256", "when the experiment was read", "the file changed"});
-}
-
-/// A baseline task of a tiny custom network on the fake Fashion-MNIST folder `data`.
-Task baseline_task(const fs::path& data, const fs::path& results, std::vector<int64_t> classes, int64_t epochs) {
-  Task task;
-  task.kind = "baseline";
-  task.trial_id = 1;
-  task.config.seed = 5;
-  task.config.data.path = data.string();
-  task.config.data.val_fraction = 0.1;
-  task.config.data.classes = classes;
-  task.config.model.arch = "custom";
-  task.config.model.layers = tiny_layers(static_cast<int64_t>(classes.size()));
-  task.config.baseline.epochs = epochs;
-  task.config.baseline.batch_size = 16;
-  task.results_dir = results.string();
-  task.latency_seconds = 0;
-  return task;
 }
 
 TEST(TransferBaseline, StartsFromAnEarlierBaselineOnOtherClasses) {

@@ -18,6 +18,7 @@
 #include "expect_error.h"
 #include "edgesweep/workers/torchscript.h"
 #include "synthetic_data.h"
+#include "stage_configs.h"
 #include "temp_folder.h"
 
 namespace edgesweep {
@@ -32,17 +33,6 @@ GraphModule small_cnn(uint64_t seed) {
     {"op": "linear", "name": "fc2", "out": 2}
   ])"),
                                        Shape{1, 8, 8, false}, 2));
-}
-
-/// A stage's parameters: schema defaults with `overrides`.
-StageConfig stage_config(const std::string& stage, const Json& overrides) {
-  Json params = Json::object();
-  for (const ParamSpec& p : stage_spec(stage).params) {
-    if (!p.default_value.is_null()) params[p.name] = p.default_value;
-  }
-  params.update(overrides);
-  params["stage"] = stage;
-  return StageConfig{stage, params};
 }
 
 double metric(const std::vector<Metric>& metrics, const std::string& name) {
@@ -362,6 +352,63 @@ TEST(PruneStage, FineTunesWithDistillationAndRecordsItsMetrics) {
       },
       {"prune", "teacher"});
   EXPECT_TRUE(metrics.empty());
+}
+
+/// Where each prunable weight of `model` is zero, layer by layer.
+std::vector<torch::Tensor> zero_positions(const GraphModule& model) {
+  std::vector<torch::Tensor> zeros;
+  for (int node : prunable_layers(model->graph())) zeros.push_back(model->weight(node).eq(0));
+  return zeros;
+}
+
+int64_t count_true(const std::vector<torch::Tensor>& flags) {
+  int64_t n = 0;
+  for (const torch::Tensor& f : flags) n += f.sum().item<int64_t>();
+  return n;
+}
+
+// Unstructured pruning's zeros survive the training stages after it (distillation, fine-tuning, quantization-aware
+// training); without the prune stage's mark in the context, the same distillation lets them regrow.
+TEST(PrunedPipeline, LaterTrainingStagesKeepThePrunedWeightsAtZero) {
+  const DataSplits data = brightness_task(21);
+  GraphModule teacher = small_cnn(8);
+  TrialConfig trial;
+  const StageConfig prune = stage_config("prune", {{"method", "magnitude-global"}, {"sparsity", 0.5},
+                                                   {"finetune_epochs", 0}});
+  const StageConfig distill = stage_config("distill", {{"epochs", 1}, {"lr", 0.1}, {"batch_size", 16}});
+  std::vector<Metric> metrics;
+  StageContext context{data, trial, teacher, 0, 0, &metrics};
+  GraphModule model = find_stage("prune")(small_cnn(9), prune, context);
+  EXPECT_TRUE(context.keep_zero_weights);
+  const std::vector<torch::Tensor> pruned = zero_positions(model);
+  const int64_t pruned_count = count_true(pruned);
+  ASSERT_GT(pruned_count, 0);
+
+  context.stage_index = 1;
+  model = find_stage("distill")(model, distill, context);
+  context.stage_index = 2;
+  model = find_stage("finetune")(model, stage_config("finetune", {{"epochs", 1}, {"lr", 0.1}, {"batch_size", 16}}),
+                                 context);
+  const std::vector<torch::Tensor> trained = zero_positions(model);
+  for (size_t k = 0; k < pruned.size(); ++k) {
+    EXPECT_TRUE(torch::equal(trained[k].logical_and(pruned[k]), pruned[k])) << "layer " << k;
+  }
+  context.stage_index = 3;
+  GraphModule folded = find_stage("quantize")(
+      model, stage_config("quantize", {{"mode", "qat-int8"}, {"qat_epochs", 1}, {"calibration_batches", 2},
+                                       {"batch_size", 16}, {"lr", 0.1}}),
+      context);
+  ASSERT_NE(context.scripted, nullptr);
+  EXPECT_GE(count_true(zero_positions(folded)), pruned_count);  // folding scales channels, training held the zeros
+
+  std::vector<Metric> unmarked_metrics;
+  StageContext unmarked{data, trial, teacher, 0, 0, &unmarked_metrics};
+  GraphModule regrown = find_stage("prune")(small_cnn(9), prune, unmarked);
+  EXPECT_EQ(count_true(zero_positions(regrown)), pruned_count);
+  unmarked.keep_zero_weights = false;
+  unmarked.stage_index = 1;
+  regrown = find_stage("distill")(regrown, distill, unmarked);
+  EXPECT_LT(count_true(zero_positions(regrown)), pruned_count / 2);
 }
 
 TEST(QuantizeStage, QuantizationAwareTrainingDistilsWhenAsked) {

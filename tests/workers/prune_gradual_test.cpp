@@ -14,6 +14,7 @@
 #include "edgesweep/common/params.h"
 #include "edgesweep/workers/stages.h"
 #include "expect_error.h"
+#include "stage_configs.h"
 #include "synthetic_data.h"
 
 namespace edgesweep {
@@ -153,15 +154,7 @@ TEST(MovementScores, MatchTheSumOverATrainingRun) {
   }
 }
 
-StageConfig prune_config(const Json& overrides) {
-  Json params = Json::object();
-  for (const ParamSpec& p : stage_spec("prune").params) {
-    if (!p.default_value.is_null()) params[p.name] = p.default_value;
-  }
-  params.update(overrides);
-  params["stage"] = "prune";
-  return StageConfig{"prune", params};
-}
+StageConfig prune_config(const Json& overrides) { return stage_config("prune", overrides); }
 
 double metric(const std::vector<Metric>& metrics, const std::string& name) {
   for (const Metric& m : metrics) {

@@ -12,6 +12,7 @@
 #include "edgesweep/workers/compress/prune.h"
 #include "edgesweep/workers/stages.h"
 #include "expect_error.h"
+#include "stage_configs.h"
 
 namespace edgesweep {
 namespace {
@@ -81,15 +82,7 @@ TEST(PruneNodes, OnlyGroupsProducedByALinearStayPrunable) {
   EXPECT_EQ(prunable, (std::vector<std::string>{"fc1", "fc2"}));
 }
 
-StageConfig prune_config(const Json& overrides) {
-  Json params = Json::object();
-  for (const ParamSpec& p : stage_spec("prune").params) {
-    if (!p.default_value.is_null()) params[p.name] = p.default_value;
-  }
-  params.update(overrides);
-  params["stage"] = "prune";
-  return StageConfig{"prune", params};
-}
+StageConfig prune_config(const Json& overrides) { return stage_config("prune", overrides); }
 
 TEST(PruneNodes, TheStageShrinksHiddenLinearsAndRefusesModelsWithoutThem) {
   torch::manual_seed(3);

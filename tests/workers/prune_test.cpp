@@ -24,6 +24,7 @@
 #include "edgesweep/workers/trainer.h"
 #include "edgesweep/workers/zoo.h"
 #include "expect_error.h"
+#include "stage_configs.h"
 #include "synthetic_data.h"
 #include "temp_folder.h"
 
@@ -382,15 +383,7 @@ TEST(PruneStructured, GlobalAllocationRemovesTheTargetAndKeepsOneChannelPerGroup
 }
 
 /// The prune stage's parameters: schema defaults with `overrides`.
-StageConfig prune_stage_config(const Json& overrides) {
-  Json params = Json::object();
-  for (const ParamSpec& p : stage_spec("prune").params) {
-    if (!p.default_value.is_null()) params[p.name] = p.default_value;
-  }
-  params.update(overrides);
-  params["stage"] = "prune";
-  return StageConfig{"prune", params};
-}
+StageConfig prune_stage_config(const Json& overrides) { return stage_config("prune", overrides); }
 
 double metric(const std::vector<Metric>& metrics, const std::string& name) {
   for (const Metric& m : metrics) {

@@ -22,6 +22,7 @@
 #include "edgesweep/workers/trainer.h"
 #include "edgesweep/workers/zoo.h"
 #include "expect_error.h"
+#include "stage_configs.h"
 #include "temp_folder.h"
 
 namespace edgesweep {
@@ -101,15 +102,7 @@ QuantizeOptions static_options(const std::string& engine = "onednn", bool per_ch
 }
 
 /// The quantize stage's parameters: schema defaults with `overrides`.
-StageConfig quantize_stage_config(const Json& overrides) {
-  Json params = Json::object();
-  for (const ParamSpec& p : stage_spec("quantize").params) {
-    if (!p.default_value.is_null()) params[p.name] = p.default_value;
-  }
-  params.update(overrides);
-  params["stage"] = "quantize";
-  return StageConfig{"quantize", params};
-}
+StageConfig quantize_stage_config(const Json& overrides) { return stage_config("quantize", overrides); }
 
 TEST(QuantizeObserver, MinMaxGivesExactScaleAndZeroPoint) {
   ActivationObserver observer(ObserverKind::MinMax);

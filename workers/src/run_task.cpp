@@ -4,6 +4,7 @@
 #include <chrono>
 #include <fstream>
 #include <memory>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -140,6 +141,91 @@ void store_in_cache(const Task& task, const TaskResult& result) {
   }
 }
 
+// Shared pipeline prefixes. Trials of one sweep often differ only in their last stages (the compression menu's three
+// quantize modes follow the same prune and distill stages). After each stage but the last, a trial keeps its model
+// under results_dir/prefixes/<key>.pt with a sidecar <key>.json: the metrics recorded so far, the epochs run, whether
+// zero weights are held, and the archive's sha256. The key is the hash of everything the first k stages depend on
+// (baseline archive, data, seed, model, the k stages' parameters, and the names of all stages, which some stages'
+// metric names follow). A later trial with the same key starts after stage k; stages are seeded by the trial's seed
+// and their position, so it computes what it would have computed from the start.
+
+/// What a trial starting after the first `stages` stages needs.
+struct PrefixState {
+  size_t stages = 0;
+  GraphModule model{nullptr};
+  std::vector<Metric> metrics;
+  int64_t epoch_offset = 0;
+  bool keep_zero_weights = false;
+};
+
+std::string prefix_key(const Task& task, size_t stages) {
+  TrialConfig config = task.config;
+  Json names = Json::array();
+  for (const StageConfig& stage : config.pipeline) names.push_back(stage.stage);
+  config.pipeline.resize(stages);
+  return json_hash(Json{{"format", 1}, {"baseline_sha256", task.baseline_sha256}, {"config", config},
+                        {"stage_names", names}});
+}
+
+fs::path prefix_file(const Task& task, const std::string& key, const std::string& extension) {
+  return fs::path(task.results_dir) / "prefixes" / (key + extension);
+}
+
+/// The longest prefix of the trial's pipeline (before its last stage) kept by an earlier trial, if any.
+std::optional<PrefixState> take_prefix(const Task& task) {
+  for (size_t stages = task.config.pipeline.size() - 1; stages >= 1; --stages) {
+    const std::string key = prefix_key(task, stages);
+    const fs::path model_path = prefix_file(task, key, ".pt");
+    const fs::path sidecar_path = prefix_file(task, key, ".json");
+    if (!fs::exists(model_path) || !fs::exists(sidecar_path)) continue;
+    try {
+      std::ifstream in(sidecar_path);
+      const Json sidecar = Json::parse(in);
+      if (sidecar.at("sha256").get<std::string>() != sha256_file(model_path)) {
+        spdlog::warn("kept stages '{}' do not match their recorded sha256; not used", model_path.string());
+        continue;
+      }
+      PrefixState state;
+      state.stages = stages;
+      state.model = load_graph_module(model_path).model;
+      state.metrics = sidecar.at("metrics").get<std::vector<Metric>>();
+      state.epoch_offset = sidecar.at("epoch_offset").get<int64_t>();
+      state.keep_zero_weights = sidecar.at("keep_zero_weights").get<bool>();
+      return state;
+    } catch (const std::exception& e) {
+      spdlog::warn("kept stages '{}' are unreadable ({}); not used", model_path.string(), e.what());
+    }
+  }
+  return std::nullopt;
+}
+
+/// Keeps the model after the first `stages` stages for later trials; a failure to write only costs the reuse.
+void keep_prefix(const Task& task, size_t stages, const GraphModule& model, const StageContext& context) {
+  try {
+    const std::string key = prefix_key(task, stages);
+    fs::create_directories(prefix_file(task, key, ".pt").parent_path());
+    const fs::path staging = prefix_file(task, key, fmt::format(".pt.partial-{}", task.trial_id));
+    save_torchscript(model, Json{{"precision", "fp32"}, {"kind", "prefix"}, {"stages", stages}}, staging);
+    const std::string sha = sha256_file(staging);
+    fs::rename(staging, prefix_file(task, key, ".pt"));
+    const fs::path sidecar = prefix_file(task, key, fmt::format(".json.partial-{}", task.trial_id));
+    {
+      std::ofstream out(sidecar);
+      out << Json{{"sha256", sha},
+                  {"metrics", *context.metrics},
+                  {"epoch_offset", context.epoch_offset},
+                  {"keep_zero_weights", context.keep_zero_weights},
+                  {"trial_id", task.trial_id},
+                  {"stages", stages}}
+                 .dump();
+      if (!out) throw Error("write failed");
+    }
+    fs::rename(sidecar, prefix_file(task, key, ".json"));
+  } catch (const std::exception& e) {
+    spdlog::warn("trial {}: cannot keep its first {} stage(s) for reuse: {}", task.trial_id, stages, e.what());
+  }
+}
+
 void run_baseline(const Task& task, TaskResult& result) {
   if (take_cached_baseline(task, result)) return;
   const auto data = load_data_cached(task.config.data, task.config.seed);
@@ -186,7 +272,20 @@ void run_trial(const Task& task, TaskResult& result) {
   std::vector<Metric> metrics;
   StageContext context{*data, task.config, baseline.model, 0, 0, &metrics};
   check_quantize_pipeline(task.config);  // before any stage trains
-  for (size_t i = 0; i < task.config.pipeline.size(); ++i) {
+  const size_t stages = task.config.pipeline.size();
+  size_t first = 0;
+  if (stages > 1) {
+    if (std::optional<PrefixState> kept = take_prefix(task)) {
+      first = kept->stages;
+      model = kept->model;
+      metrics = std::move(kept->metrics);
+      context.epoch_offset = kept->epoch_offset;
+      context.keep_zero_weights = kept->keep_zero_weights;
+      spdlog::info("trial {}: stages 0-{} are those of an earlier trial; starting at stage {}", task.trial_id,
+                   first - 1, first);
+    }
+  }
+  for (size_t i = first; i < stages; ++i) {
     const StageConfig& stage = task.config.pipeline[i];
     context.stage_index = static_cast<int>(i);
     try {
@@ -194,7 +293,9 @@ void run_trial(const Task& task, TaskResult& result) {
     } catch (...) {
       rethrow_with_context(fmt::format("stage {} ({})", i, stage.stage));
     }
+    if (i + 1 < stages && !context.scripted) keep_prefix(task, i + 1, model, context);
   }
+  metrics.push_back({-1, "reused_stages", static_cast<double>(first)});
   ScriptedModel* scripted = context.scripted.get();
   const double accuracy =
       scripted ? evaluate_scripted_accuracy(*scripted, data->test, data->mean, data->std, task.eval_batch_size)

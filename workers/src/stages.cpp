@@ -32,6 +32,16 @@ void record_epochs(const std::vector<EpochRecord>& epochs, StageContext& context
   context.epoch_offset += static_cast<int64_t>(epochs.size());
 }
 
+void hold_zero_weights(const GraphModule& model, const StageContext& context, TrainHooks& hooks) {
+  if (!context.keep_zero_weights) return;
+  auto masks = std::make_shared<WeightMasks>(zero_masks(model));
+  if (masks->nodes.empty()) return;
+  hooks.after_step = [model, masks, before = std::move(hooks.after_step)] {
+    if (before) before();
+    apply_masks(model, *masks);
+  };
+}
+
 uint64_t stage_seed(const StageContext& context) {
   return context.trial.seed * 1000003ULL + static_cast<uint64_t>(context.stage_index) + 1;
 }
@@ -40,7 +50,10 @@ namespace {
 
 GraphModule finetune_stage(GraphModule model, const StageConfig& stage, StageContext& context) {
   const TrainConfig config = train_config_from_params(stage.params);
-  record_epochs(train_model(model, context.data, config, context.trial.data.augment, stage_seed(context)), context);
+  TrainHooks hooks;
+  hold_zero_weights(model, context, hooks);
+  record_epochs(train_model(model, context.data, config, context.trial.data.augment, stage_seed(context), {}, hooks),
+                context);
   return model;
 }
 
@@ -48,6 +61,7 @@ GraphModule train_stage(GraphModule model, const StageConfig& stage, StageContex
   if (stage.params.value("reinitialize", true)) {
     torch::manual_seed(stage_seed(context));
     model = GraphModule(model->graph());
+    context.keep_zero_weights = false;  // fresh weights: nothing pruned is left to hold
   }
   return finetune_stage(std::move(model), stage, context);
 }
@@ -254,6 +268,7 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
     record("sparsity/" + layer.name, layer.percent());
   }
   record("sparsity", LayerSparsity{"", zeros, total}.percent());
+  if (settings.unstructured()) context.keep_zero_weights = true;
   record("params_after", static_cast<double>(count_params(model->graph())));
   record("macs_after", static_cast<double>(count_macs(model->graph())));
   return model;

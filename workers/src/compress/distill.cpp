@@ -173,6 +173,7 @@ GraphModule distill_stage(GraphModule model, const StageConfig& stage, StageCont
     record("teacher_val_accuracy", evaluate_accuracy(teacher, data.val, data.mean, data.std, 256));
     record("val_accuracy_before_distill", evaluate_accuracy(model, data.val, data.mean, data.std, 256));
   }
+  hold_zero_weights(model, context, hooks);
   record_epochs(train_model(model, data, config, context.trial.data.augment, stage_seed(context), {}, hooks), context);
   hint.reset();
   if (data.val.size() > 0) {

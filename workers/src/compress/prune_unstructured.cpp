@@ -87,6 +87,18 @@ void apply_masks(const GraphModule& model, const WeightMasks& masks) {
   }
 }
 
+WeightMasks zero_masks(const GraphModule& model) {
+  torch::NoGradGuard no_grad;
+  WeightMasks result;
+  for (int node : prunable_layers(model->graph())) {
+    const torch::Tensor& weight = model->weight(node);
+    if (!weight.eq(0).any().item<bool>()) continue;
+    result.nodes.push_back(node);
+    result.masks.push_back(weight.ne(0).to(weight.scalar_type()));
+  }
+  return result;
+}
+
 std::vector<LayerSparsity> measure_sparsity(const GraphModule& model) {
   torch::NoGradGuard no_grad;
   std::vector<LayerSparsity> layers;

@@ -4,6 +4,7 @@
 
 #include "edgesweep/common/error.h"
 #include "edgesweep/workers/compress/distill.h"
+#include "edgesweep/workers/compress/prune.h"
 #include "edgesweep/workers/compress/quantize.h"
 
 namespace edgesweep {
@@ -118,6 +119,10 @@ ScriptedModel quantization_aware_training(const GraphModule& model, const DataSp
   try {
     TrainHooks hooks;
     hooks.loss = loss;
+    if (options.keep_zero_weights) {
+      // Folding scales each output channel, so the pruned weights are still exactly zero here.
+      hooks.after_step = [folded, masks = zero_masks(folded)] { apply_masks(folded, masks); };
+    }
     records = train_model(
         folded, data, options.qat_training, augment, seed,
         [&](const EpochRecord& record) {
@@ -138,7 +143,8 @@ ScriptedModel quantization_aware_training(const GraphModule& model, const DataSp
 }
 
 GraphModule quantize_stage(GraphModule model, const StageConfig& stage, StageContext& context) {
-  const QuantizeOptions options = read_quantize_options(stage.params);
+  QuantizeOptions options = read_quantize_options(stage.params);
+  options.keep_zero_weights = context.keep_zero_weights;
   const size_t stages = context.trial.pipeline.size();
   check_input(stages == 0 || context.stage_index + 1 == static_cast<int>(stages),
               "stage {} (quantize) must be the last stage of the pipeline ({} stages)", context.stage_index, stages);

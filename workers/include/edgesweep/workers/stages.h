@@ -26,6 +26,10 @@ struct StageContext {
   /// Set by a stage whose result is no longer a GraphModule (quantize, always the last stage): the trial evaluates
   /// and saves this module instead of exporting the returned GraphModule.
   std::shared_ptr<ScriptedModel> scripted = nullptr;
+  /// Set by an unstructured prune stage (cleared by a train stage that reinitializes): every later training stage
+  /// (fine-tuning, distillation, quantization-aware training) keeps the weights that are zero when it starts at zero,
+  /// so the sparsity the prune stage reached is what the trial exports.
+  bool keep_zero_weights = false;
 };
 
 /// A stage turns a model into the next one (it may train it in place or build a new, smaller one).
@@ -39,6 +43,10 @@ TrainConfig train_config_from_params(const Json& params);
 
 /// Appends a training run's per-epoch records to the context's metrics and advances its epoch offset.
 void record_epochs(const std::vector<EpochRecord>& epochs, StageContext& context);
+
+/// Adds to `hooks` what holds `model`'s zero weights at zero after every optimizer step, when
+/// `context.keep_zero_weights` asks for it; the masks are taken now, from the weights as they are.
+void hold_zero_weights(const GraphModule& model, const StageContext& context, TrainHooks& hooks);
 
 /// The seed of a stage's random choices: from the trial's seed and the stage's position.
 uint64_t stage_seed(const StageContext& context);

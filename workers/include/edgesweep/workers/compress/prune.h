@@ -55,6 +55,10 @@ struct MovementScores {
 /// Multiplies each masked weight by its mask (in place, without autograd).
 void apply_masks(const GraphModule& model, const WeightMasks& masks);
 
+/// Masks that keep the prunable weights that are exactly zero now at zero (only layers with a zero weight): what
+/// training after unstructured pruning holds, so that later stages (fine-tuning, distillation, QAT) keep the sparsity.
+WeightMasks zero_masks(const GraphModule& model);
+
 /// Zero weights of one prunable layer.
 struct LayerSparsity {
   std::string name;

@@ -106,6 +106,7 @@ struct QuantizeOptions {
   int64_t calibration_batches = 16;
   int64_t calibration_batch_size = 128;
   TrainConfig qat_training;            ///< qat-int8: fine-tuning with fake quantization (epochs = qat epochs)
+  bool keep_zero_weights = false;      ///< qat-int8: weights that are zero when training starts stay zero (pruned)
   int64_t freeze_observers_epoch = 2;  ///< qat-int8: observers update before this epoch (1-based), then stay fixed
 };
 
