@@ -93,38 +93,45 @@ class Scheduler {
   }
 
   /// The next task that can run, marked running on `worker` (one of `workers`); nullopt when nothing can start now.
+  /// Of the tasks that can start, trials whose earlier stages another worker is computing now wait for it (the worker
+  /// that finishes them reuses them) while others can go first.
   std::optional<Task> next_task(int worker, int64_t workers) {
-    for (auto& [id, row] : rows_) {
+    std::vector<int64_t> ready;
+    std::vector<std::string> keys;
+    std::multiset<std::string> running;
+    for (const auto& [id, row] : rows_) {
+      if (row.status == TrialStatus::Running) running.insert(shared_key(id));
       if (row.status != TrialStatus::Pending) continue;
-      Task task;
-      task.kind = row.kind;
-      task.trial_id = id;
-      task.results_dir = spec_.run.results_dir.string();
-      task.cache_dir = baseline_cache_dir(spec_).string();
-      task.eval_batch_size = spec_.run.eval_batch_size;
-      task.latency_seconds = spec_.run.latency_seconds;
-      // Cores are shared by the tasks that will run side by side: the running ones and those about to start.
-      const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
-      const int64_t side_by_side = std::max<int64_t>(1, std::min(workers, count(TrialStatus::Running) + runnable()));
-      task.threads = spec_.run.threads > 0 ? spec_.run.threads : std::max<int64_t>(1, cores / side_by_side);
-      if (row.kind == "baseline") {
-        from_json(row.config, task.config);
-      } else {
-        const TrialRow& baseline = rows_.at(baseline_of(id));
-        if (baseline.status != TrialStatus::Done) continue;
-        from_json(row.config, task.config);
-        const auto artifacts = store_.artifacts(baseline.id);
-        EDGESWEEP_ASSERT(!artifacts.empty());
-        task.baseline_path = artifacts.back().path;
-        task.baseline_sha256 = artifacts.back().sha256;
-      }
-      store_.mark_running(id, worker);
-      row.status = TrialStatus::Running;
-      row.worker = worker;
-      ++row.attempts;
-      return task;
+      if (row.kind != "baseline" && rows_.at(baseline_of(id)).status != TrialStatus::Done) continue;
+      ready.push_back(id);
+      keys.push_back(shared_key(id));
     }
-    return std::nullopt;
+    if (ready.empty()) return std::nullopt;
+    const int64_t id = ready[pick_next_task(keys, running)];
+    TrialRow& row = rows_.at(id);
+    Task task;
+    task.kind = row.kind;
+    task.trial_id = id;
+    task.results_dir = spec_.run.results_dir.string();
+    task.cache_dir = baseline_cache_dir(spec_).string();
+    task.eval_batch_size = spec_.run.eval_batch_size;
+    task.latency_seconds = spec_.run.latency_seconds;
+    // Cores are shared by the tasks that will run side by side: the running ones and those about to start.
+    const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+    const int64_t side_by_side = std::max<int64_t>(1, std::min(workers, count(TrialStatus::Running) + runnable()));
+    task.threads = spec_.run.threads > 0 ? spec_.run.threads : std::max<int64_t>(1, cores / side_by_side);
+    from_json(row.config, task.config);
+    if (row.kind != "baseline") {
+      const auto artifacts = store_.artifacts(baseline_of(id));
+      EDGESWEEP_ASSERT(!artifacts.empty());
+      task.baseline_path = artifacts.back().path;
+      task.baseline_sha256 = artifacts.back().sha256;
+    }
+    store_.mark_running(id, worker);
+    row.status = TrialStatus::Running;
+    row.worker = worker;
+    ++row.attempts;
+    return task;
   }
 
   /// Measurement jobs are queued on `farm` for every artifact a task records from now on.
@@ -191,6 +198,21 @@ class Scheduler {
     TrialConfig config;
     from_json(rows_.at(trial_id).config, config);
     return baseline_ids_.at(baseline_hash(config));
+  }
+
+  /// The shared-stages key of a trial (empty for baselines and one-stage pipelines), computed once.
+  const std::string& shared_key(int64_t id) {
+    auto it = shared_keys_.find(id);
+    if (it == shared_keys_.end()) {
+      std::string key;
+      if (rows_.at(id).kind == "trial") {
+        TrialConfig config;
+        from_json(rows_.at(id).config, config);
+        key = shared_stages_key(config);
+      }
+      it = shared_keys_.emplace(id, std::move(key)).first;
+    }
+    return it->second;
   }
 
   /// Pending tasks whose baseline (if any) is done: what could start now.
@@ -271,6 +293,7 @@ class Scheduler {
   std::map<std::string, int64_t> baseline_ids_;
   std::map<int64_t, int64_t> baseline_of_;
   std::map<int64_t, int64_t> attempts_at_start_;
+  std::map<int64_t, std::string> shared_keys_;
   int64_t finished_this_run_ = 0;
   Clock::time_point start_;
   Farm* farm_ = nullptr;

@@ -745,4 +745,19 @@ ExperimentSpec parse_spec_string(const std::string& text, const std::string& sou
   return SpecParser(source_name).parse(text);
 }
 
+std::string shared_stages_key(const TrialConfig& trial) {
+  if (trial.pipeline.size() < 2) return "";
+  Json stages = Json::array();
+  for (size_t i = 0; i + 1 < trial.pipeline.size(); ++i) stages.push_back(trial.pipeline[i]);
+  return json_hash(Json{{"baseline", baseline_hash(trial)}, {"stages", stages}});
+}
+
+size_t pick_next_task(const std::vector<std::string>& candidates, const std::multiset<std::string>& running) {
+  EDGESWEEP_ASSERT(!candidates.empty());
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (candidates[i].empty() || running.count(candidates[i]) == 0) return i;
+  }
+  return 0;
+}
+
 }  // namespace edgesweep

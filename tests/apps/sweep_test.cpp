@@ -1,6 +1,8 @@
 // End-to-end sweeps under mpirun: a 4-trial sweep on two worker ranks (store, artifacts, metrics, the trials and
 // status commands), and a sweep where one baseline fails at run time while the rest of the sweep completes.
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -158,6 +160,48 @@ batch_size = 64
   EXPECT_EQ(fields[4], "0");  // failed
   EXPECT_EQ(fields[5], "0");  // running
   EXPECT_EQ(fields[6], "0");  // pending
+}
+
+// Two fine-tuning rates, each quantized two ways: the worker that fine-tuned at a rate also quantizes the other way
+// from the kept fine-tuned model, while the other worker takes the other rate.
+TEST_F(SweepTest, TrialsSharingTheirEarlierStagesReuseThemOnTwoWorkerRanks) {
+  if (mpiexec_path().empty()) GTEST_SKIP() << "edgesweep was built without MPI";
+  const fs::path spec = write_file("shared.toml", tiny_experiment("mpi-shared", results_dir_, "arch = \"small-cnn\"",
+                                                                  R"toml([[pipeline]]
+stage = "finetune"
+epochs = 1
+lr = [0.001, 0.01]
+batch_size = 64
+
+[[pipeline]]
+stage = "quantize"
+mode = ["none", "dynamic-fp16"]
+)toml"));
+  const ProcessResult run = edgesweep_mpi(3, {"run", spec.string()});
+  ASSERT_FALSE(run.timed_out) << describe(run);
+  ASSERT_EQ(run.exit_code, 0) << describe(run);
+
+  const Store store = Store::open(results_dir_ / "edgesweep.db", Store::Mode::ReadOnly);
+  const auto experiment = store.find_experiment("mpi-shared");
+  ASSERT_TRUE(experiment.has_value());
+  std::map<double, std::vector<double>> reused_by_rate;
+  std::map<double, std::set<double>> val_accuracy_by_rate;
+  for (const TrialRow& row : store.trials(experiment->id)) {
+    EXPECT_EQ(row.status, TrialStatus::Done) << row.error;
+    if (row.kind != "trial") continue;
+    const double rate = row.config.at("pipeline").at(0).at("lr").get<double>();
+    reused_by_rate[rate].push_back(final_metrics(store, row.id).at("reused_stages"));
+    for (const MetricRow& m : store.metrics(row.id)) {
+      if (m.name == "val_accuracy" && m.step == 1) val_accuracy_by_rate[rate].insert(m.value);
+    }
+  }
+  ASSERT_EQ(reused_by_rate.size(), 2u);
+  for (auto& [rate, reused] : reused_by_rate) {
+    std::sort(reused.begin(), reused.end());
+    EXPECT_EQ(reused, (std::vector<double>{0.0, 1.0})) << "lr " << rate;
+    EXPECT_EQ(val_accuracy_by_rate[rate].size(), 1u) << "lr " << rate << ": one fine-tuning, recorded by both trials";
+  }
+  EXPECT_EQ(std::distance(fs::directory_iterator(results_dir_ / "prefixes"), fs::directory_iterator()), 4);
 }
 
 /// A custom model whose layers are valid TOML and a valid graph, but give 5 class scores for 10 classes.

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/hash.h"
@@ -566,6 +568,48 @@ TEST(SpecErrors, DistillTeacherIsTheBaselineOrAnExistingFile) {
   const ExperimentSpec spec = parse_spec_string(
       kHead + "[[pipeline]]\nstage = \"distill\"\nteacher = [\"baseline\", \"" + existing + "\"]\n", "x.toml");
   EXPECT_EQ(spec.dimensions.size(), 1u);
+}
+
+// Trials of a sweep over the last stage share the stages before it; any other difference (an earlier stage's
+// setting, the baseline) separates them.
+TEST(SharedStages, TrialsDifferingOnlyInTheirLastStageShareAKey) {
+  const ExperimentSpec spec = parse_spec_string(kHead + R"([model]
+arch = ["small-cnn", "resnet8"]
+
+[[pipeline]]
+stage = "prune"
+method = "block"
+sparsity = [0.3, 0.5]
+
+[[pipeline]]
+stage = "quantize"
+mode = ["none", "static-int8", "qat-int8"]
+)",
+                                                "x.toml");
+  const std::vector<TrialConfig> trials = expand_trials(spec);
+  ASSERT_EQ(trials.size(), 12u);
+  std::map<std::string, std::set<std::string>> modes_by_key;
+  for (const TrialConfig& trial : trials) {
+    modes_by_key[shared_stages_key(trial)].insert(trial.pipeline.back().params.at("mode").get<std::string>());
+  }
+  EXPECT_EQ(modes_by_key.size(), 4u);  // 2 architectures x 2 sparsities
+  for (const auto& [key, modes] : modes_by_key) {
+    EXPECT_FALSE(key.empty());
+    EXPECT_EQ(modes.size(), 3u);
+  }
+  TrialConfig other_seed = trials.front();
+  other_seed.seed += 1;  // another baseline
+  EXPECT_NE(shared_stages_key(other_seed), shared_stages_key(trials.front()));
+  TrialConfig one_stage = trials.front();
+  one_stage.pipeline.resize(1);
+  EXPECT_EQ(shared_stages_key(one_stage), "");
+}
+
+TEST(SharedStages, TheNextTaskIsOneWhoseStagesNoRunningTaskIsComputing) {
+  EXPECT_EQ(pick_next_task({"a", "a", "b"}, {}), 0u);
+  EXPECT_EQ(pick_next_task({"a", "a", "b"}, {"a"}), 2u);      // b goes first; the a's wait for the running a
+  EXPECT_EQ(pick_next_task({"a", "", "b"}, {"a", "b"}), 1u);  // a baseline (no key) never waits
+  EXPECT_EQ(pick_next_task({"a", "b"}, {"a", "b", "b"}), 0u);  // every one shares: the first, rather than idle
 }
 
 }  // namespace

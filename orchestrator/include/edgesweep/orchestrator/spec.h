@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -99,5 +100,15 @@ uint64_t count_combinations(const ExperimentSpec& spec);
 /// sample of `max_trials` distinct combinations. Identical configs appear once. Throws InputError when a grid has
 /// more combinations than a non-zero max_trials.
 std::vector<TrialConfig> expand_trials(const ExperimentSpec& spec);
+
+/// What a trial computes before its last stage, as a key: its baseline and every stage but the last. Trials with the
+/// same key (a sweep over the last stage's settings) share that work, which a worker reuses (see run_task).
+std::string shared_stages_key(const TrialConfig& trial);
+
+/// Which of `candidates` (the shared-stages keys of the tasks that can start, in order) to start next: the first whose
+/// shared stages no running task is computing now (keys in `running`), so that trials sharing stages run one after
+/// another and reuse them instead of computing them side by side; the first when every one shares with a running
+/// task. `candidates` must not be empty.
+size_t pick_next_task(const std::vector<std::string>& candidates, const std::multiset<std::string>& running);
 
 }  // namespace edgesweep
