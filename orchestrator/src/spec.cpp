@@ -153,7 +153,7 @@ Json SpecParser::read_table(const toml::table& table, const SectionSpec& spec, c
     out[name] = read_value(*key, *node, *param, context, pointer + "/" + name, label + "." + name);
   }
   for (const ParamSpec& param : spec.params) {
-    if (table.contains(param.name)) continue;
+    if (table.contains(param.name) || !param.fill_default) continue;
     if (param.default_value.is_null()) {
       fail(table.source().begin, fmt::format("{} is missing required key '{}'", context, param.name));
     }

@@ -560,6 +560,20 @@ TEST(Spec, ConfigsWithoutClassesOrInitKeepTheirFormAndHash) {
             "cea9272a68def63e9165d0314aaf7d1e4d66229235169afc1ebbfd515687febf");
 }
 
+// A key added after stores exist (prune's `regrow`) stays out of a config that leaves it out, so the trials of an
+// experiment recorded before keep their hashes and `--resume` finds them.
+TEST(Spec, KeysAddedLaterStayOutOfConfigsThatLeaveThemOut) {
+  const std::string movement =
+      kHead + "[[pipeline]]\nstage = \"prune\"\nmethod = \"movement\"\nsparsity = 0.5\nschedule = \"agp\"\n";
+  EXPECT_FALSE(parse_spec_string(movement, "x.toml").base_trial["pipeline"][0].contains("regrow"));
+  EXPECT_EQ(parse_spec_string(movement + "regrow = false\n", "x.toml").base_trial["pipeline"][0].at("regrow"), false);
+  // The first trial of experiments/compression-menu.toml, as its store recorded it before `regrow` existed.
+  const std::vector<TrialConfig> menu =
+      expand_trials(parse_spec_file(EDGESWEEP_SOURCE_DIR "/experiments/compression-menu.toml"));
+  ASSERT_FALSE(menu.empty());
+  EXPECT_EQ(trial_hash(menu.front()), "a3a854620f07060dfcc5b686305a2af79bd27adcdb181ffea9a3d247a2c0e333");
+}
+
 TEST(SpecErrors, DistillTeacherIsTheBaselineOrAnExistingFile) {
   EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"distill\"\nteacher = [\"baseline\", \"gone.pt\"]\n"),
             "x.toml:5:24: pipeline[0] 'teacher' = \"gone.pt\" is neither baseline nor an existing file (an "

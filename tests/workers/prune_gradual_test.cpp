@@ -130,6 +130,62 @@ TEST(MovementScores, AccumulateMinusGradTimesWeight) {
   EXPECT_TRUE(torch::equal(masks.masks[0], torch::tensor({1.0f, 0.0f, 0.0f, 1.0f}).view({2, 2})));
 }
 
+// Regrowth (Sanh et al. 2020) on the layer above. The first update prunes the two -2 (1 - s) scores, W01 and W10, by
+// masking them in the forward pass; their dense values stay. With the masked W' = [[0.5, 0], [0, 0.25]], input [1, 2]
+// and label 1: z = [0.5, 0.5], dL/dz = [0.5, -0.5], dL/dW' = [[0.5, 1], [-0.5, -1]], and each pass adds
+// -dL/dW' * W = [[-0.25, 1], [1, 0.25]] to the scores, the pruned weights included (straight-through). After three
+// passes the scores are [[0.5 (1 - s) - 0.75, 1.04], [1.04, 0.75 - 0.5 (1 - s)]]: the second update prunes W00 and
+// W11 and the first two come back with their old values.
+TEST(MovementScores, RegrowthLetsPrunedWeightsReturnWhenTheirScoresRise) {
+  for (bool regrow : {true, false}) {
+    SCOPED_TRACE(regrow ? "regrow" : "masks only grow");
+    GraphModule model(graph_from_layers(
+        Json::parse(R"([{"op": "flatten"}, {"op": "linear", "name": "fc", "out": 2}])"), Shape{2, 1, 1, false}, 2));
+    const int fc = model->graph().find("fc");
+    const auto dense = torch::tensor({0.5, -1.0, 2.0, 0.25}).view({2, 2});
+    {
+      torch::NoGradGuard no_grad;
+      model->weight(fc).copy_(dense);
+      model->bias(fc).zero_();
+    }
+    GradualSchedule schedule;
+    schedule.final_sparsity = 0.5;
+    schedule.frequency = 1;
+    schedule.ramp = 1.0;
+    schedule.global = true;
+    schedule.movement = true;
+    schedule.regrow = regrow;
+    GradualPruner pruner(model, schedule, 2);  // updates at steps 1 (2 of 4 pruned) and 2 (2 of 4)
+    TrainHooks hooks = pruner.hooks();
+    const auto input = torch::tensor({1.0f, 2.0f}).view({1, 2, 1, 1});
+    const auto pass = [&](int64_t label) {
+      model->zero_grad();
+      torch::nn::functional::cross_entropy(model->forward(input), torch::tensor({label}, torch::kInt64)).backward();
+      hooks.after_backward();
+    };
+    pass(0);
+    hooks.after_step();
+    EXPECT_TRUE(torch::equal(pruner.masks().masks[0], torch::tensor({1.0f, 0.0f, 0.0f, 1.0f}).view({2, 2})));
+    for (int i = 0; i < 3; ++i) pass(1);
+    if (regrow) {
+      // Pruned weights keep their values and get no gradient of their own.
+      EXPECT_TRUE(torch::equal(model->weight(fc).detach(), dense));
+      EXPECT_EQ(model->weight(fc).grad()[0][1].item<float>(), 0.0f);
+      EXPECT_EQ(model->weight(fc).grad()[1][0].item<float>(), 0.0f);
+    }
+    hooks.after_step();
+    pruner.finish();
+    EXPECT_FALSE(model->weight_transform);
+    if (regrow) {
+      EXPECT_TRUE(torch::equal(pruner.masks().masks[0], torch::tensor({0.0f, 1.0f, 1.0f, 0.0f}).view({2, 2})));
+      EXPECT_TRUE(torch::equal(model->weight(fc).detach(), torch::tensor({0.0f, -1.0f, 2.0f, 0.0f}).view({2, 2})));
+    } else {
+      EXPECT_TRUE(torch::equal(pruner.masks().masks[0], torch::tensor({1.0f, 0.0f, 0.0f, 1.0f}).view({2, 2})));
+      EXPECT_TRUE(torch::equal(model->weight(fc).detach(), torch::tensor({0.5f, 0.0f, 0.0f, 0.25f}).view({2, 2})));
+    }
+  }
+}
+
 TEST(MovementScores, MatchTheSumOverATrainingRun) {
   const DataSplits data = brightness_task(31);
   GraphModule model = small_net(2);

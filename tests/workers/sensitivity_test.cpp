@@ -14,6 +14,7 @@
 #include "edgesweep/common/params.h"
 #include "edgesweep/workers/trainer.h"
 #include "expect_error.h"
+#include "stage_configs.h"
 #include "synthetic_data.h"
 
 namespace edgesweep {
@@ -32,16 +33,6 @@ GraphModule trained_net(const DataSplits& data) {
   config.batch_size = 16;
   train_model(model, data, config, false, 2);
   return model;
-}
-
-StageConfig stage_config(const std::string& stage, const Json& overrides) {
-  Json params = Json::object();
-  for (const ParamSpec& p : stage_spec(stage).params) {
-    if (!p.default_value.is_null()) params[p.name] = p.default_value;
-  }
-  params.update(overrides);
-  params["stage"] = stage;
-  return StageConfig{stage, params};
 }
 
 double metric(const std::vector<Metric>& metrics, const std::string& name) {

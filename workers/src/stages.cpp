@@ -138,6 +138,7 @@ PruneSettings read_prune_settings(const Json& params, const Graph& graph, int64_
     s.agp.ramp = params.at("agp_ramp").get<double>();
     s.agp.global = s.global;
     s.agp.movement = s.method == "movement";
+    s.agp.regrow = params.value("regrow", true);
     check_input(s.agp.initial_sparsity <= s.sparsity,
                 "prune: 'agp_initial_sparsity' = {} is above 'sparsity' = {}; the schedule only grows",
                 s.agp.initial_sparsity, s.sparsity);
@@ -256,6 +257,7 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
       record_epochs(train_model(model, data, settings.finetune, context.trial.data.augment,
                                 stage_seed(context) + static_cast<uint64_t>(round), {}, hooks),
                     context);
+      if (gradual) gradual->finish();
     }
   }
   if (validate) record("val_accuracy_after_finetune", val_accuracy());

@@ -51,24 +51,72 @@ GradualPruner::GradualPruner(GraphModule model, const GradualSchedule& schedule,
   state_->updates = std::max<int64_t>(1, ramp_steps / schedule.frequency);
   if (schedule.movement) state_->scores = std::make_unique<MovementScores>(model);
   state_->masks = magnitude_masks(model, schedule.initial_sparsity, schedule.global);
-  apply_masks(model, state_->masks);
+  if (!(schedule.movement && schedule.regrow)) {
+    apply_masks(model, state_->masks);
+    return;
+  }
+  State* s = state_.get();
+  s->layer_of_node.assign(model->graph().nodes.size(), -1);
+  for (size_t k = 0; k < s->masks.nodes.size(); ++k) s->layer_of_node[s->masks.nodes[k]] = static_cast<int>(k);
+  s->masked_weights.resize(s->masks.nodes.size());
+  // The state owns the model, so the transform refers to the state without owning it (no cycle).
+  model->weight_transform = [s](int node, const torch::Tensor& weight) {
+    const int k = s->layer_of_node[node];
+    if (k < 0) return weight;
+    torch::Tensor masked = weight * s->masks.masks[k];
+    if (masked.requires_grad()) {
+      masked.retain_grad();
+      s->masked_weights[k] = masked;
+    }
+    return masked;
+  };
+}
+
+void GradualPruner::finish() {
+  State& s = *state_;
+  if (!(s.schedule.movement && s.schedule.regrow) || !s.model->weight_transform) return;
+  s.model->weight_transform = nullptr;
+  s.masked_weights.clear();
+  apply_masks(s.model, s.masks);
+}
+
+GradualPruner::~GradualPruner() {
+  if (state_ && state_->model && state_->schedule.movement && state_->schedule.regrow) {
+    state_->model->weight_transform = nullptr;  // never leave a transform that refers to this state behind
+  }
 }
 
 TrainHooks GradualPruner::hooks() {
   TrainHooks hooks;
   const std::shared_ptr<State> state = state_;
-  if (state->scores) hooks.after_backward = [state] { state->scores->accumulate(state->model); };
-  hooks.after_step = [state] {
+  const bool regrow = state->schedule.movement && state->schedule.regrow;
+  if (regrow) {
+    // Straight-through: the score of every weight, pruned or not, moves by -(gradient of its masked value) * its
+    // dense value.
+    hooks.after_backward = [state] {
+      torch::NoGradGuard no_grad;
+      for (size_t k = 0; k < state->masked_weights.size(); ++k) {
+        const torch::Tensor& masked = state->masked_weights[k];
+        if (!masked.defined() || !masked.grad().defined()) continue;
+        const torch::Tensor& weight = state->model->weight(state->masks.nodes[k]);
+        state->scores->scores[k].sub_(masked.grad().to(torch::kFloat64) * weight.detach().to(torch::kFloat64));
+      }
+      for (torch::Tensor& masked : state->masked_weights) masked = torch::Tensor();
+    };
+  } else if (state->scores) {
+    hooks.after_backward = [state] { state->scores->accumulate(state->model); };
+  }
+  hooks.after_step = [state, regrow] {
     const GradualSchedule& s = state->schedule;
     ++state->step;
     if (state->step % s.frequency == 0 && state->step <= s.frequency * state->updates) {
       const double sparsity =
           agp_sparsity(s.initial_sparsity, s.final_sparsity, state->step, 0, s.frequency, state->updates);
-      state->masks = state->scores
-                         ? lowest_score_masks(state->model, state->scores->scores, sparsity, s.global, &state->masks)
-                         : magnitude_masks(state->model, sparsity, s.global, &state->masks);
+      state->masks = state->scores ? lowest_score_masks(state->model, state->scores->scores, sparsity, s.global,
+                                                        regrow ? nullptr : &state->masks)
+                                   : magnitude_masks(state->model, sparsity, s.global, &state->masks);
     }
-    apply_masks(state->model, state->masks);
+    if (!regrow) apply_masks(state->model, state->masks);
   };
   return hooks;
 }

@@ -32,6 +32,9 @@ struct ParamSpec {
   bool max_exclusive = false;
   std::vector<std::string> choices;  ///< allowed strings, when not empty
   bool sweepable = false;            ///< a TOML array of scalars for this key is a swept dimension
+  /// false: a key left out stays out of the trial's config (its reader takes the default), so experiments recorded
+  /// before the key existed keep their trials' configs and hashes, and `--resume` still finds them.
+  bool fill_default = true;
   std::string doc;
 };
 
