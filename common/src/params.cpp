@@ -157,11 +157,11 @@ std::vector<ParamSpec> prune_params() {
                         "per-layer ratios from an earlier sensitivity stage: each layer (magnitude-local) or group "
                         "(block) gets the largest analysed ratio whose accuracy drop is at most this many points, "
                         "capped at `sparsity` (one-shot only); negative: off"));
-  ParamSpec regrow = boolean("regrow", true, true,
+  ParamSpec regrow = boolean("regrow", false, true,
                               "movement: pruned weights keep their values, masked in the forward pass, and their "
                               "scores keep moving (straight-through), so a weight comes back when its score rises "
                               "(Sanh et al. 2020); the masks are made permanent when fine-tuning ends. false: a "
-                              "pruned weight is zeroed and never returns");
+                              "pruned weight is zeroed at each mask update and never returns");
   regrow.fill_default = false;
   params.push_back(std::move(regrow));
   params.push_back(boolean("distill", false, true,

@@ -225,15 +225,18 @@ TEST(PruneStage, AgpAndMovementReachTheirSparsityAndBadSettingsFailBeforeTrainin
   TrialConfig trial;
   std::vector<Metric> metrics;
   StageContext context{data, trial, GraphModule(nullptr), 0, 0, &metrics};
-  for (const char* method : {"magnitude-local", "magnitude-global", "movement"}) {
+  for (const std::string method : {"magnitude-local", "magnitude-global", "movement", "movement-regrow"}) {
     metrics.clear();
     GraphModule model = small_net(3);
     const double total = static_cast<double>(prunable_weights(model));
+    const bool regrow = method == "movement-regrow";
     GraphModule result = find_stage("prune")(
         model,
-        prune_config({{"method", method}, {"sparsity", 0.5}, {"schedule", "agp"}, {"agp_frequency", 2},
-                      {"finetune_epochs", 2}, {"batch_size", 16}, {"allocation", "global"}}),
+        prune_config({{"method", regrow ? "movement" : method}, {"sparsity", 0.5}, {"schedule", "agp"},
+                      {"agp_frequency", 2}, {"finetune_epochs", 2}, {"batch_size", 16}, {"allocation", "global"},
+                      {"regrow", regrow}}),
         context);
+    EXPECT_FALSE(result->weight_transform) << method;  // regrow: the masks are zeros now, not a forward transform
     EXPECT_EQ(zero_weights(result), std::llround(0.5 * total)) << method;  // global: one count across layers
     EXPECT_NEAR(metric(metrics, "sparsity"), 50.0, 0.1) << method;
     EXPECT_GE(metric(metrics, "val_accuracy_after_finetune"), 0.0) << method;
@@ -243,6 +246,9 @@ TEST(PruneStage, AgpAndMovementReachTheirSparsityAndBadSettingsFailBeforeTrainin
   const auto run = [&](const Json& overrides) { find_stage("prune")(model, prune_config(overrides), context); };
   expect_error<InputError>([&] { run({{"method", "movement"}, {"sparsity", 0.5}}); },
                            {"prune", "movement", "agp", "one-shot"});
+  expect_error<InputError>(
+      [&] { run({{"method", "magnitude-local"}, {"sparsity", 0.5}, {"schedule", "agp"}, {"regrow", true}}); },
+      {"prune", "'regrow' = true", "'movement'", "magnitude-local"});
   expect_error<InputError>([&] { run({{"method", "block"}, {"sparsity", 0.5}, {"schedule", "agp"}}); },
                            {"prune", "agp", "block"});
   expect_error<InputError>(
