@@ -187,6 +187,7 @@ class Scheduler {
   int finish() {
     const bool failures = count(TrialStatus::Failed) > 0;
     store_.set_experiment_status(experiment_id_, failures ? "failed" : "done");
+    if (!failures) remove_kept_stages();
     return failures ? 1 : 0;
   }
 
@@ -198,6 +199,20 @@ class Scheduler {
     TrialConfig config;
     from_json(rows_.at(trial_id).config, config);
     return baseline_ids_.at(baseline_hash(config));
+  }
+
+  /// Every trial is done, so no trial will start from the models kept after its first stages (run_task): they go.
+  /// After failures they stay for the trials that `--resume` runs again.
+  void remove_kept_stages() {
+    const fs::path kept = spec_.run.results_dir / "prefixes";
+    std::error_code error;
+    if (!fs::exists(kept, error)) return;
+    const auto removed = fs::remove_all(kept, error);
+    if (error) {
+      spdlog::warn("cannot remove the kept stages in '{}': {}", kept.string(), error.message());
+    } else {
+      spdlog::info("removed {} file(s) of kept stages in '{}'", removed, kept.string());
+    }
   }
 
   /// The shared-stages key of a trial (empty for baselines and one-stage pipelines), computed once.
