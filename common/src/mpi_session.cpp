@@ -24,9 +24,20 @@ void check_mpi(int code, const char* what) {
   MPI_Error_string(code, text, &length);
   throw Error(fmt::format("MPI {} failed: {}", what, std::string(text, static_cast<size_t>(length))));
 }
+
+/// Whether a launcher (mpirun, srun or another PMI/PMIx launcher) started this process. A process started alone is a
+/// world of one and does not initialise MPI: Open MPI's singleton start forks a runtime daemon first, which costs
+/// time, and hung singleton starts are reported (open-mpi/ompi#3818).
+bool started_by_launcher() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"}) {
+    if (std::getenv(name) != nullptr) return true;
+  }
+  return false;
+}
 }  // namespace
 
 MpiSession::MpiSession(int* argc, char*** argv) {
+  if (!started_by_launcher()) return;
   int provided = 0;
   check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "init");
   initialised_ = true;
@@ -42,6 +53,11 @@ MpiSession::~MpiSession() {
 bool MpiSession::available() { return true; }
 
 std::string MpiSession::host() const {
+  if (!initialised_) {
+    char name[256] = {0};
+    gethostname(name, sizeof name - 1);
+    return name;
+  }
   char name[MPI_MAX_PROCESSOR_NAME];
   int length = 0;
   MPI_Get_processor_name(name, &length);
@@ -49,12 +65,17 @@ std::string MpiSession::host() const {
 }
 
 void MpiSession::send(int destination, Tag tag, const std::string& payload) {
+  check(initialised_, "cannot send to rank {}: this process was not started by an MPI launcher", destination);
   check_mpi(MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_CHAR, destination, static_cast<int>(tag),
                      MPI_COMM_WORLD),
             "send");
 }
 
 std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, std::chrono::milliseconds poll) {
+  if (!initialised_) {
+    std::this_thread::sleep_for(timeout);
+    return std::nullopt;
+  }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
     int flag = 0;
@@ -78,7 +99,7 @@ std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, st
 }
 
 void MpiSession::abort(int code) {
-  MPI_Abort(MPI_COMM_WORLD, code);
+  if (initialised_) MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);
 }
 

@@ -24,7 +24,8 @@ struct Message {
 
 class MpiSession {
  public:
-  /// Initialises MPI (when built with it) with MPI_THREAD_FUNNELED; finalises on destruction.
+  /// Initialises MPI (when built with it, and when a launcher such as mpirun started the process) with
+  /// MPI_THREAD_FUNNELED; finalises on destruction. A process started alone is a world of one without MPI.
   MpiSession(int* argc, char*** argv);
   ~MpiSession();
   MpiSession(const MpiSession&) = delete;
