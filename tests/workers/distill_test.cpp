@@ -401,6 +401,21 @@ TEST(PrunedPipeline, LaterTrainingStagesKeepThePrunedWeightsAtZero) {
   ASSERT_NE(context.scripted, nullptr);
   EXPECT_GE(count_true(zero_positions(folded)), pruned_count);  // folding scales channels, training held the zeros
 
+  // A channel-pruning stage after it keeps the zeros of the channels it leaves through its own fine-tuning.
+  const auto block_after_magnitude = [&](int64_t finetune_epochs) {
+    std::vector<Metric> chain_metrics;
+    StageContext chain{data, trial, teacher, 0, 0, &chain_metrics};
+    GraphModule chained = find_stage("prune")(small_cnn(9), prune, chain);
+    chain.stage_index = 1;
+    return find_stage("prune")(chained,
+                               stage_config("prune", {{"method", "block"}, {"sparsity", 0.25}, {"lr", 0.1},
+                                                      {"finetune_epochs", finetune_epochs}, {"batch_size", 16}}),
+                               chain);
+  };
+  const int64_t rebuilt_zeros = count_true(zero_positions(block_after_magnitude(0)));
+  ASSERT_GT(rebuilt_zeros, 0);
+  EXPECT_EQ(count_true(zero_positions(block_after_magnitude(1))), rebuilt_zeros);
+
   std::vector<Metric> unmarked_metrics;
   StageContext unmarked{data, trial, teacher, 0, 0, &unmarked_metrics};
   GraphModule regrown = find_stage("prune")(small_cnn(9), prune, unmarked);

@@ -256,6 +256,7 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
     if (settings.finetune.epochs > 0) {
       TrainHooks hooks = gradual ? gradual->hooks() : TrainHooks();
       if (settings.unstructured() && !gradual) hooks.after_step = [&] { apply_masks(model, masks); };
+      if (!settings.unstructured()) hold_zero_weights(model, context, hooks);  // zeros of an earlier prune stage
       hooks.loss = distillation;
       record_epochs(train_model(model, data, settings.finetune, context.trial.data.augment,
                                 stage_seed(context) + static_cast<uint64_t>(round), {}, hooks),
