@@ -50,7 +50,9 @@ class Scheduler {
           "experiment another name",
           spec_.path.string(), spec_.name, store_path(spec_).string(), spec_.path.string()));
     }
-    if (existing && existing->spec_hash != spec_.hash) {
+    if (existing && existing->spec_hash != spec_.hash && same_experiment(existing->spec_text, spec_.text)) {
+      spdlog::info("resume: the text of {} changed since it was recorded, its settings did not", spec_.path.string());
+    } else if (existing && existing->spec_hash != spec_.hash) {
       throw InputError(fmt::format(
           "{}: the experiment file changed since '{}' was recorded in '{}' (sha256 {} then, {} now); resuming would "
           "mix two experiments\nhint: restore the file, or run the changed experiment under another name",

@@ -745,6 +745,14 @@ ExperimentSpec parse_spec_string(const std::string& text, const std::string& sou
   return SpecParser(source_name).parse(text);
 }
 
+bool same_experiment(const std::string& recorded_text, const std::string& text) {
+  try {
+    return toml::parse(std::string_view(recorded_text)) == toml::parse(std::string_view(text));
+  } catch (const toml::parse_error&) {
+    return false;
+  }
+}
+
 std::string shared_stages_key(const TrialConfig& trial) {
   if (trial.pipeline.size() < 2) return "";
   Json stages = Json::array();

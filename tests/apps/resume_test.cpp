@@ -182,6 +182,14 @@ batch_size = 64
   EXPECT_TRUE(contains(settled.out + settled.err, "4 of 4 tasks are done and skipped")) << describe(settled);
   EXPECT_EQ(snapshot(db, "resume"), after_recovery);
 
+  // Comments, blank lines and spacing changed, the settings not: it resumes (nothing to do).
+  write_file("resume.toml", "# measured: about a minute\n\n" + spec_text + "\n# the end\n");
+  const ProcessResult commented = edgesweep({"run", "--resume", spec.string()});
+  ASSERT_EQ(commented.exit_code, 0) << describe(commented);
+  EXPECT_TRUE(contains(commented.out + commented.err, "its settings did not")) << describe(commented);
+  EXPECT_TRUE(contains(commented.out + commented.err, "4 of 4 tasks are done and skipped")) << describe(commented);
+  EXPECT_EQ(snapshot(db, "resume"), after_recovery);
+
   // The experiment file changed since it was recorded: resuming would mix two experiments, so it is refused.
   std::string changed_text = spec_text;
   const size_t seed = changed_text.find("seed = 11");

@@ -584,6 +584,14 @@ TEST(SpecErrors, DistillTeacherIsTheBaselineOrAnExistingFile) {
   EXPECT_EQ(spec.dimensions.size(), 1u);
 }
 
+TEST(Spec, SameExperimentIgnoresCommentsSpacingAndKeyOrderButNotSettings) {
+  const std::string text = kHead + "seed = 3  # the seed\n[model]\narch = \"resnet20\"\nwidth = 1.0\n";
+  EXPECT_TRUE(same_experiment(text, "# a note\n" + kHead + "seed=3\n\n[model]\nwidth = 1.0\narch = \"resnet20\"\n"));
+  EXPECT_FALSE(same_experiment(text, kHead + "seed = 4\n[model]\narch = \"resnet20\"\nwidth = 1.0\n"));
+  EXPECT_FALSE(same_experiment(text, kHead + "seed = 3\n[model]\narch = \"resnet20\"\n"));  // a default spelled out
+  EXPECT_FALSE(same_experiment(text, "[experiment\n"));
+}
+
 // Trials of a sweep over the last stage share the stages before it; any other difference (an earlier stage's
 // setting, the baseline) separates them.
 TEST(SharedStages, TrialsDifferingOnlyInTheirLastStageShareAKey) {

@@ -101,6 +101,10 @@ uint64_t count_combinations(const ExperimentSpec& spec);
 /// more combinations than a non-zero max_trials.
 std::vector<TrialConfig> expand_trials(const ExperimentSpec& spec);
 
+/// Whether two experiment texts say the same thing: equal once parsed as TOML, whatever their comments, blank lines,
+/// spacing and key order. False when either text is not TOML.
+bool same_experiment(const std::string& recorded_text, const std::string& text);
+
 /// What a trial computes before its last stage, as a key: its baseline and every stage but the last. Trials with the
 /// same key (a sweep over the last stage's settings) share that work, which a worker reuses (see run_task).
 std::string shared_stages_key(const TrialConfig& trial);
