@@ -33,13 +33,7 @@ void record_epochs(const std::vector<EpochRecord>& epochs, StageContext& context
 }
 
 void hold_zero_weights(const GraphModule& model, const StageContext& context, TrainHooks& hooks) {
-  if (!context.keep_zero_weights) return;
-  auto masks = std::make_shared<WeightMasks>(zero_masks(model));
-  if (masks->nodes.empty()) return;
-  hooks.after_step = [model, masks, before = std::move(hooks.after_step)] {
-    if (before) before();
-    apply_masks(model, *masks);
-  };
+  if (context.keep_zero_weights) hold_zero_weights(model, hooks);
 }
 
 uint64_t stage_seed(const StageContext& context) {

@@ -87,16 +87,20 @@ void apply_masks(const GraphModule& model, const WeightMasks& masks) {
   }
 }
 
-WeightMasks zero_masks(const GraphModule& model) {
+void hold_zero_weights(const GraphModule& model, TrainHooks& hooks) {
   torch::NoGradGuard no_grad;
-  WeightMasks result;
+  auto masks = std::make_shared<WeightMasks>();
   for (int node : prunable_layers(model->graph())) {
     const torch::Tensor& weight = model->weight(node);
     if (!weight.eq(0).any().item<bool>()) continue;
-    result.nodes.push_back(node);
-    result.masks.push_back(weight.ne(0).to(weight.scalar_type()));
+    masks->nodes.push_back(node);
+    masks->masks.push_back(weight.ne(0).to(weight.scalar_type()));
   }
-  return result;
+  if (masks->nodes.empty()) return;
+  hooks.after_step = [model, masks, before = std::move(hooks.after_step)] {
+    if (before) before();
+    apply_masks(model, *masks);
+  };
 }
 
 std::vector<LayerSparsity> measure_sparsity(const GraphModule& model) {

@@ -119,10 +119,8 @@ ScriptedModel quantization_aware_training(const GraphModule& model, const DataSp
   try {
     TrainHooks hooks;
     hooks.loss = loss;
-    if (options.keep_zero_weights) {
-      // Folding scales each output channel, so the pruned weights are still exactly zero here.
-      hooks.after_step = [folded, masks = zero_masks(folded)] { apply_masks(folded, masks); };
-    }
+    // Folding scales each output channel, so the pruned weights are still exactly zero here.
+    if (options.keep_zero_weights) hold_zero_weights(folded, hooks);
     records = train_model(
         folded, data, options.qat_training, augment, seed,
         [&](const EpochRecord& record) {

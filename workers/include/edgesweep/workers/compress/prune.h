@@ -11,6 +11,7 @@
 
 #include "edgesweep/workers/compress/channel_groups.h"
 #include "edgesweep/workers/graph_module.h"
+#include "edgesweep/workers/trainer.h"
 
 namespace edgesweep {
 
@@ -55,9 +56,10 @@ struct MovementScores {
 /// Multiplies each masked weight by its mask (in place, without autograd).
 void apply_masks(const GraphModule& model, const WeightMasks& masks);
 
-/// Masks that keep the prunable weights that are exactly zero now at zero (only layers with a zero weight): what
-/// training after unstructured pruning holds, so that later stages (fine-tuning, distillation, QAT) keep the sparsity.
-WeightMasks zero_masks(const GraphModule& model);
+/// Adds to `hooks` (after any after_step already there) what holds the prunable weights of `model` that are exactly
+/// zero now at zero after every optimizer step: what training after unstructured pruning does, so that later stages
+/// (fine-tuning, distillation, QAT) keep the sparsity. Nothing is added when no prunable weight is zero.
+void hold_zero_weights(const GraphModule& model, TrainHooks& hooks);
 
 /// Zero weights of one prunable layer.
 struct LayerSparsity {
