@@ -50,14 +50,15 @@ class Scheduler {
           "experiment another name",
           spec_.path.string(), spec_.name, store_path(spec_).string(), spec_.path.string()));
     }
-    if (existing && existing->spec_hash != spec_.hash && same_experiment(existing->spec_text, spec_.text)) {
+    if (existing && existing->spec_hash != spec_.hash) {
+      if (!same_experiment(existing->spec_text, spec_.text)) {
+        throw InputError(fmt::format(
+            "{}: the experiment file changed since '{}' was recorded in '{}' (sha256 {} then, {} now); resuming "
+            "would mix two experiments\nhint: restore the file, or run the changed experiment under another name",
+            spec_.path.string(), spec_.name, store_path(spec_).string(), existing->spec_hash.substr(0, 12),
+            spec_.hash.substr(0, 12)));
+      }
       spdlog::info("resume: the text of {} changed since it was recorded, its settings did not", spec_.path.string());
-    } else if (existing && existing->spec_hash != spec_.hash) {
-      throw InputError(fmt::format(
-          "{}: the experiment file changed since '{}' was recorded in '{}' (sha256 {} then, {} now); resuming would "
-          "mix two experiments\nhint: restore the file, or run the changed experiment under another name",
-          spec_.path.string(), spec_.name, store_path(spec_).string(), existing->spec_hash.substr(0, 12),
-          spec_.hash.substr(0, 12)));
     }
     const std::vector<TrialConfig> trials = expand_trials(spec_);
     store_.transaction([&] {

@@ -122,7 +122,8 @@ PruneSettings read_prune_settings(const Json& params, const Graph& graph, int64_
     check_input(schedule == "one-shot", "prune: 'from_sensitivity' prunes in one shot; 'schedule' is \"{}\"",
                 schedule);
   }
-  check_input(!params.value("regrow", false) || s.method == "movement",
+  const bool regrow = params.value("regrow", false);
+  check_input(!regrow || s.method == "movement",
               "prune: 'regrow' = true lets movement scores bring pruned weights back and applies to method "
               "'movement', not '{}'", s.method);
   s.distill = params.value("distill", false);
@@ -135,7 +136,7 @@ PruneSettings read_prune_settings(const Json& params, const Graph& graph, int64_
     s.agp.ramp = params.at("agp_ramp").get<double>();
     s.agp.global = s.global;
     s.agp.movement = s.method == "movement";
-    s.agp.regrow = params.value("regrow", false);
+    s.agp.regrow = regrow;
     check_input(s.agp.initial_sparsity <= s.sparsity,
                 "prune: 'agp_initial_sparsity' = {} is above 'sparsity' = {}; the schedule only grows",
                 s.agp.initial_sparsity, s.sparsity);
