@@ -197,7 +197,7 @@ Json AgentClient::read_message(double timeout_seconds) {
   const double seconds = timeout_seconds > 0 ? timeout_seconds : options_.io_timeout_seconds;
   connection_->deadline = deadline_after(seconds);
   try {
-    const Frame frame = read_frame(*connection_, options_.limits);
+    const Frame frame = read_message_frame(*connection_, options_.limits);
     if (frame.type != FrameType::Control) throw ProtocolError("expected a control frame, got a chunk");
     return parse_control_message(frame.payload);
   } catch (const boost::system::system_error& e) {

@@ -1,13 +1,15 @@
 // Encoding and checking of frame headers.
 #include "edgesweep/device_agents/frame.h"
 
+#include <algorithm>
+
 namespace edgesweep {
 namespace {
 
 constexpr std::array<unsigned char, 4> frame_magic{'E', 'S', 'W', 'F'};
 
 size_t cap_of(FrameType type, const FrameLimits& limits) {
-  return type == FrameType::Control ? limits.max_control_bytes : limits.max_chunk_bytes;
+  return type == FrameType::Control ? limits.max_control_bytes : limits.max_chunk_bytes;  // chunk, continuation
 }
 
 }  // namespace
@@ -18,6 +20,8 @@ const char* to_string(FrameType type) {
       return "control";
     case FrameType::Chunk:
       return "chunk";
+    case FrameType::Continuation:
+      return "continuation";
   }
   return "unknown";
 }
@@ -46,7 +50,8 @@ FrameHeader decode_frame_header(const FrameHeaderBytes& bytes, const FrameLimits
   }
   const unsigned char type_byte = bytes[4];
   if (type_byte != static_cast<unsigned char>(FrameType::Control) &&
-      type_byte != static_cast<unsigned char>(FrameType::Chunk)) {
+      type_byte != static_cast<unsigned char>(FrameType::Chunk) &&
+      type_byte != static_cast<unsigned char>(FrameType::Continuation)) {
     throw ProtocolError(fmt::format("unknown frame type {}", static_cast<int>(type_byte)));
   }
   if (bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0) throw ProtocolError("reserved frame header bytes are not zero");
@@ -66,6 +71,25 @@ std::string encode_frame(FrameType type, std::string_view payload, const FrameLi
   const FrameHeaderBytes header = encode_frame_header(type, payload.size(), limits);
   std::string out(reinterpret_cast<const char*>(header.data()), header.size());
   out.append(payload.data(), payload.size());
+  return out;
+}
+
+std::string encode_control_message(std::string_view text, const FrameLimits& limits) {
+  if (text.size() <= limits.max_control_bytes) return encode_frame(FrameType::Control, text, limits);
+  if (text.size() > limits.max_message_bytes) {
+    throw ProtocolError(fmt::format("control message of {} bytes is over the cap of {} bytes", text.size(),
+                                    limits.max_message_bytes));
+  }
+  // Continuation frames up to the last part, which goes in a control frame; every part is at most both caps.
+  const size_t part = std::min(limits.max_chunk_bytes, limits.max_control_bytes);
+  std::string out;
+  out.reserve(text.size() + (text.size() / part + 1) * frame_header_bytes);
+  size_t at = 0;
+  while (text.size() - at > part) {
+    out += encode_frame(FrameType::Continuation, text.substr(at, part), limits);
+    at += part;
+  }
+  out += encode_frame(FrameType::Control, text.substr(at), limits);
   return out;
 }
 

@@ -109,6 +109,10 @@ void Session::on_payload(error_code ec) {
 }
 
 void Session::handle_frame(FrameType type, std::string& payload) {
+  if (type == FrameType::Continuation) {
+    return send_and_close(make_error(nullptr, "continuation frames are not accepted by the agent: requests fit in "
+                                              "one control frame"));
+  }
   if (type == FrameType::Chunk) {
     if (!authenticated_) return send_and_close(make_error(nullptr, "not authenticated: send auth first"));
     return handle_chunk(payload);
@@ -297,7 +301,8 @@ void Session::send(const Json& message) {
   if (closed_ || closing_) return;
   std::string frame;
   try {
-    frame = encode_frame(FrameType::Control, message.dump(), state_->settings().limits);
+    // A reply longer than a control frame (every timed run of a fast model) goes out in continuation frames.
+    frame = encode_control_message(message.dump(), state_->settings().limits);
   } catch (const ProtocolError& e) {
     frame = encode_frame(FrameType::Control, make_error(message, std::string("reply too large: ") + e.what()).dump(),
                          state_->settings().limits);

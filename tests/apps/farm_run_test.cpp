@@ -1,7 +1,8 @@
 // End-to-end device farm: `edgesweep run` on a tiny experiment (a custom two-layer model, one epoch on a small
 // Fashion-MNIST subset) measures every artifact on loopback agents: one it spawns itself; one the test starts and
 // kills mid-benchmark (the job runs again after `run --resume`, and is recorded once); and an address where nothing
-// listens (jobs failed naming the device, trials kept, exit code 1). Every process the test starts is stopped by pid.
+// listens (jobs failed naming the device, trials kept, exit code 1); and a result with more timed runs than one
+// control frame holds, recorded whole. Every process the test starts is stopped by pid.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -321,6 +322,35 @@ TEST_F(FarmRunTest, AgentKilledMidBenchmarkIsMeasuredAgainOnceAfterResume) {
   for (const MeasurementJobRow& job : s.jobs) EXPECT_EQ(job.status, JobStatus::Done) << job.error;
   expect_one_measurement_per_job(s, 2);
   for (const MeasurementRow& m : s.measurements) expect_sane(m);
+}
+
+TEST_F(FarmRunTest, ResultWithMoreRunsThanAControlFrameHoldsIsRecordedWhole) {
+  // At least 100,000 timed runs of a small model: the result carries each of them, well over the agent's 1 MiB
+  // control frame however fast the machine is (the run count is a minimum, not a time).
+  const std::string address = fmt::format("127.0.0.1:{}", free_port());
+  const std::string devices =
+      fmt::format("[[devices]]\nname = \"fast\"\naddress = \"{}\"\nspawn = true\nthreads = 1\n", address);
+  const std::string measure =
+      "[measure]\nbatch_sizes = [1]\nwarmup_runs = 1\nwarmup_seconds = 0\nmin_runs = 100000\nmin_seconds = 0\n"
+      "accuracy_images = 200\nretry_seconds = 0.2\nheartbeat_seconds = 0.5\n";
+  const std::string one_trial = "[[pipeline]]\nstage = \"finetune\"\nepochs = 1\nlr = 0.001\n";
+  const fs::path spec =
+      write_file("fast.toml", tiny_experiment("fast", results_dir_, two_layer_model, one_trial) + measure + devices);
+  const ProcessResult run = edgesweep({"run", spec.string()});
+  ASSERT_FALSE(run.timed_out) << describe(run);
+  EXPECT_EQ(run.exit_code, 0) << describe(run);
+
+  const FarmSnapshot s = snapshot(results_dir_ / "edgesweep.db", "fast");
+  ASSERT_EQ(s.jobs.size(), 2u);
+  for (const MeasurementJobRow& job : s.jobs) EXPECT_EQ(job.status, JobStatus::Done) << job.error;
+  expect_one_measurement_per_job(s, 1);
+  for (const MeasurementRow& m : s.measurements) {
+    expect_sane(m);
+    const Json& batch = m.raw.at("batch");
+    EXPECT_GT(batch.dump().size(), size_t{1} << 20) << "the premise: one measurement is longer than a frame";
+    EXPECT_EQ(batch.at("latencies_ms").size(), batch.at("runs").get<size_t>());
+    EXPECT_GE(batch.at("runs").get<int64_t>(), 100000);
+  }
 }
 
 TEST_F(FarmRunTest, UnreachableDeviceFailsItsJobsAndTheTrialsStillFinish) {

@@ -51,6 +51,10 @@ struct FakeBench {
                             {"model_bytes", std::filesystem::file_size(job.model)},
                             {"model_name", job.model.filename().string()},
                             {"timeout_seconds", job.timeout_seconds}};
+      // "runs": that many timed latencies, as a fast model's result carries them.
+      std::vector<double> latencies(job.request.value("runs", 0));
+      for (size_t i = 0; i < latencies.size(); ++i) latencies[i] = 0.012345678 + 1e-9 * static_cast<double>(i);
+      if (!latencies.empty()) outcome.result["latencies_ms"] = latencies;
     }
     ++runs;
     --running;
@@ -228,7 +232,7 @@ TEST_F(AgentTest, ClientRefusesAnAgentThatCannotProveItself) {
     acceptor.accept(socket);
     const FrameLimits limits;
     write_frame(socket, FrameType::Control,
-                Json{{"type", "hello"}, {"protocol", 1}, {"nonce", make_nonce()}, {"auth", true},
+                Json{{"type", "hello"}, {"protocol", agent_protocol_version}, {"nonce", make_nonce()}, {"auth", true},
                      {"hardware", Json::object()}, {"profile", Json::object()}}.dump(),
                 limits);
     const Json auth = Json::parse(read_frame(socket, limits).payload);
@@ -380,6 +384,36 @@ TEST_F(AgentTest, BenchmarkReturnsTheRunnersResult) {
   expect_error<AgentRefused>([&] { c.benchmark(sha, Json{{"fail", "killed by signal SIGSEGV"}}); },
                              {address_, "benchmark of", "killed by signal SIGSEGV"});
   EXPECT_EQ(c.ping().at("type"), "pong");
+}
+
+TEST_F(AgentTest, ResultLongerThanAControlFrameArrivesWhole) {
+  start();  // control frames of 64 KiB
+  AgentClient c = client();
+  const std::string sha = c.upload_bytes("a fast model");
+  const Json result = c.benchmark(sha, Json{{"runs", 40000}});
+  ASSERT_GT(result.dump().size(), 8u * 64 * 1024) << "the reply spans several control frames";
+  const auto latencies = result.at("latencies_ms").get<std::vector<double>>();
+  ASSERT_EQ(latencies.size(), 40000u);
+  EXPECT_DOUBLE_EQ(latencies.back(), 0.012345678 + 1e-9 * 39999);
+  EXPECT_EQ(c.ping().at("type"), "pong");  // the connection is in step after it
+
+  // A client whose cap on a whole message is smaller is told so, not handed a cut message.
+  AgentClientOptions small = client_options(token_);
+  small.limits.max_message_bytes = 256 * 1024;
+  AgentClient capped(small);
+  expect_error<Error>([&] { capped.benchmark(sha, Json{{"runs", 40000}}); }, {address_, "over the cap of 262144"});
+}
+
+TEST_F(AgentTest, ContinuationFramesFromAClientRefused) {
+  start();
+  AgentClient c = client();
+  c.send_frame(FrameType::Continuation, R"({"type":)");
+  const Json reply = c.read_message();
+  EXPECT_EQ(reply.at("type"), "error");
+  EXPECT_NE(reply.value("message", "").find("continuation frames are not accepted"), std::string::npos)
+      << reply.dump();
+  expect_closed(c);
+  expect_serving();
 }
 
 TEST_F(AgentTest, BenchmarksRunOneAtATimeWhileTheAgentKeepsAnswering) {

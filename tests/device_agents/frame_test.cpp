@@ -1,5 +1,6 @@
 // Frames: the header layout by its definition, round trips over short reads and writes, and a failure injected at
-// every read and every write (never a wrong frame, never a crash), truncation at every byte, size caps.
+// every read and every write (never a wrong frame, never a crash), truncation at every byte, size caps, and control
+// messages longer than a control frame carried in continuation frames.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -161,6 +162,83 @@ TEST(Frame, BadHeadersRefused) {
   // An HTTP request is not a frame.
   FaultStream http("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
   EXPECT_THROW(read_frame(http, limits), ProtocolError);
+}
+
+/// A JSON-like text of `bytes` bytes whose every position is distinct enough to catch a misplaced part.
+std::string long_text(size_t bytes) {
+  std::string text;
+  for (size_t i = 0; text.size() < bytes; ++i) text += std::to_string(i) + ",";
+  text.resize(bytes);
+  return text;
+}
+
+TEST(ControlMessage, FitsInOneFrameAtTheCap) {
+  const FrameLimits limits = small_limits();
+  const std::string text = long_text(limits.max_control_bytes);
+  EXPECT_EQ(encode_control_message(text, limits), encode_frame(FrameType::Control, text, limits));
+}
+
+TEST(ControlMessage, LongerThanAFrameArrivesWholeOverShortReads) {
+  const FrameLimits limits = small_limits();
+  for (size_t bytes : {size_t{4097}, size_t{8192}, size_t{3 * 4096 + 1}, size_t{100000}}) {
+    const std::string text = long_text(bytes);
+    const std::string wire = encode_control_message(text, limits) + encode_frame(FrameType::Chunk, "after", limits);
+    // Every frame stays within its own cap: continuation frames of at most min(chunk, control) bytes.
+    FaultStream frames(wire);
+    size_t continuations = 0;
+    for (Frame f = read_frame(frames, limits); f.type == FrameType::Continuation; f = read_frame(frames, limits)) {
+      EXPECT_LE(f.payload.size(), limits.max_control_bytes);
+      ++continuations;
+    }
+    EXPECT_EQ(continuations, (bytes - 1) / limits.max_control_bytes) << bytes;
+
+    for (size_t step : {size_t{1} << 20, size_t{13}}) {
+      FaultStream in(wire, FaultStream::never, step);
+      const Frame got = read_message_frame(in, limits);
+      EXPECT_EQ(got.type, FrameType::Control);
+      EXPECT_EQ(got.payload, text) << bytes << " bytes, step " << step;
+      const Frame next = read_message_frame(in, limits);  // the stream is in step after the message
+      EXPECT_EQ(next.type, FrameType::Chunk);
+      EXPECT_EQ(next.payload, "after");
+    }
+  }
+}
+
+TEST(ControlMessage, FailureAtEveryReadOfALongMessageIsAnError) {
+  const FrameLimits limits = small_limits();
+  const std::string text = long_text(20000);
+  const std::string wire = encode_control_message(text, limits);
+  FaultStream clean(wire, FaultStream::never, 997);
+  ASSERT_EQ(read_message_frame(clean, limits).payload, text);
+  for (size_t n = 0; n < clean.operations(); ++n) {
+    FaultStream in(wire, n, 997);
+    EXPECT_THROW(read_message_frame(in, limits), boost::system::system_error) << "operation " << n;
+  }
+  for (size_t cut = 0; cut < wire.size(); cut += 101) {
+    FaultStream in(wire.substr(0, cut));
+    EXPECT_THROW(read_message_frame(in, limits), boost::system::system_error) << "cut at " << cut;
+  }
+}
+
+TEST(ControlMessage, OverTheMessageCapRefusedOnBothSides) {
+  FrameLimits limits = small_limits();
+  limits.max_message_bytes = 10000;
+  expect_error<ProtocolError>([&] { encode_control_message(long_text(10001), limits); },
+                              {"control message of 10001 bytes", "cap of 10000"});
+  FrameLimits sender = limits;
+  sender.max_message_bytes = 1 << 20;
+  FaultStream in(encode_control_message(long_text(50000), sender));
+  expect_error<ProtocolError>([&] { read_message_frame(in, limits); }, {"over the cap of 10000"});
+  EXPECT_LT(in.consumed(), 20000u) << "the reader stops at its cap, not at the end of the message";
+}
+
+TEST(ControlMessage, ChunkInsideAContinuedMessageRefused) {
+  const FrameLimits limits = small_limits();
+  const std::string wire = encode_frame(FrameType::Continuation, "{\"type\":", limits) +
+                           encode_frame(FrameType::Chunk, "bytes", limits) +
+                           encode_frame(FrameType::Control, "\"x\"}", limits);
+  FaultStream in(wire);
+  expect_error<ProtocolError>([&] { read_message_frame(in, limits); }, {"chunk frame came inside"});
 }
 
 }  // namespace

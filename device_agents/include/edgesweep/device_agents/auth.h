@@ -17,7 +17,7 @@
 namespace edgesweep {
 
 /// Version of the frame and message protocol, sent in hello.
-constexpr int agent_protocol_version = 1;
+constexpr int agent_protocol_version = 2;  ///< 2: long replies in continuation frames
 constexpr size_t nonce_bytes = 32;
 
 /// Reads a shared token from a file; trailing white space is dropped. Throws InputError naming the file when it

@@ -1,6 +1,9 @@
 // The wire format between an agent and its clients: length-prefixed frames over a byte stream.
 // A frame is a 12-byte header (magic "ESWF", type, three zero bytes, payload length as big-endian uint32) followed
 // by the payload: a JSON control message or a raw chunk of an artifact. Sizes are capped per type.
+// A control message longer than one control frame (a benchmark result with every timed run of a fast model) is
+// sent as continuation frames, each at most a chunk long, and ends with the control frame that holds its last part;
+// a reader joins them up to its cap on a whole message.
 #pragma once
 
 #include <array>
@@ -27,12 +30,14 @@ class ProtocolError : public Error {
 enum class FrameType : uint8_t {
   Control = 1,  ///< a JSON object with a "type" key
   Chunk = 2,    ///< raw bytes of an upload
+  Continuation = 3,  ///< the leading part of a control message that the next frames complete
 };
 
 /// Largest payload accepted per frame type.
 struct FrameLimits {
   size_t max_control_bytes = size_t{1} << 20;  ///< 1 MiB
-  size_t max_chunk_bytes = size_t{4} << 20;    ///< 4 MiB
+  size_t max_chunk_bytes = size_t{4} << 20;    ///< 4 MiB; also the cap of a continuation frame
+  size_t max_message_bytes = size_t{256} << 20;  ///< a whole control message read from continuation frames
 };
 
 constexpr size_t frame_header_bytes = 12;
@@ -60,6 +65,10 @@ FrameHeader decode_frame_header(const FrameHeaderBytes& bytes, const FrameLimits
 /// Header and payload in one string, ready to write.
 std::string encode_frame(FrameType type, std::string_view payload, const FrameLimits& limits);
 
+/// The frames of one control message: a single control frame when it fits in one, else continuation frames of at
+/// most max_chunk_bytes and a last control frame. Throws ProtocolError when the text is over max_message_bytes.
+std::string encode_control_message(std::string_view text, const FrameLimits& limits);
+
 /// Writes one frame to a synchronous stream (Asio's SyncWriteStream: write_some). Throws
 /// boost::system::system_error when the stream fails and ProtocolError when the payload is over its cap.
 template <typename SyncWriteStream>
@@ -83,6 +92,26 @@ Frame read_frame(SyncReadStream& stream, const FrameLimits& limits) {
   frame.payload.resize(header.length);
   if (header.length > 0) boost::asio::read(stream, boost::asio::buffer(frame.payload));
   return frame;
+}
+
+/// Reads one frame, joining continuation frames with the control frame that ends them: the result is a control
+/// frame with the whole message, or a chunk frame. Throws ProtocolError when the joined message is over
+/// max_message_bytes or a chunk comes between its parts, and what read_frame throws.
+template <typename SyncReadStream>
+Frame read_message_frame(SyncReadStream& stream, const FrameLimits& limits) {
+  Frame frame = read_frame(stream, limits);
+  if (frame.type != FrameType::Continuation) return frame;
+  std::string text = std::move(frame.payload);
+  for (;;) {
+    Frame next = read_frame(stream, limits);
+    if (next.type == FrameType::Chunk) throw ProtocolError("a chunk frame came inside a continued control message");
+    if (text.size() + next.payload.size() > limits.max_message_bytes) {
+      throw ProtocolError(fmt::format("continued control message of more than {} bytes is over the cap of {} bytes",
+                                      text.size() + next.payload.size(), limits.max_message_bytes));
+    }
+    text += next.payload;
+    if (next.type == FrameType::Control) return Frame{FrameType::Control, std::move(text)};
+  }
 }
 
 }  // namespace edgesweep
