@@ -18,42 +18,13 @@
 #include "edgesweep/workers/compress/quantize.h"
 #include "edgesweep/workers/torchscript.h"
 #include "edgesweep/workers/zoo.h"
+#include "python_interop.h"
 #include "temp_folder.h"
 
 namespace edgesweep {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr const char* kPython = "/usr/bin/python3";
-
-/// Writes a float32 tensor as raw little-endian bytes, row-major.
-void write_float32(const fs::path& path, const torch::Tensor& tensor) {
-  const auto values = tensor.to(torch::kFloat32).contiguous();
-  const float* data = values.data_ptr<float>();
-  std::string bytes;
-  for (int64_t i = 0; i < values.numel(); ++i) {
-    uint32_t bits = 0;
-    std::memcpy(&bits, &data[i], sizeof bits);
-    for (int shift = 0; shift < 32; shift += 8) bytes.push_back(static_cast<char>((bits >> shift) & 0xff));
-  }
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
-  ASSERT_TRUE(out.good()) << path;
-}
-
-/// Runs a shell command with its output sent to `log`; returns the exit code, or -1 when it did not exit.
-int run(const std::string& command, const fs::path& log) {
-  const int status = std::system((command + " >'" + log.string() + "' 2>&1").c_str());
-  return (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 /// Batch-norm parameters and running statistics away from their initial 1 / 0 / 0 / 1.
 void randomise_batch_norms(GraphModule& model) {
@@ -67,9 +38,6 @@ void randomise_batch_norms(GraphModule& model) {
     model->running_var(index).uniform_(0.5, 1.5);
   }
 }
-
-/// Runs compare_torchscript.py on the folder's manifest; the test fails with its report when a model disagrees.
-void compare_in_python(const TempFolder& folder);
 
 TEST(Interop, PythonTorchJitLoadGivesTheSameOutputs) {
   TempFolder folder("interop");
@@ -147,16 +115,6 @@ TEST(Interop, PythonRunsTheInt8ArchivesLikeCpp) {
   }
   std::ofstream(folder / "manifest.json") << manifest.dump(2);
   compare_in_python(folder);
-}
-
-void compare_in_python(const TempFolder& folder) {
-  const fs::path script = fs::path(EDGESWEEP_SOURCE_DIR) / "tests" / "interop" / "compare_torchscript.py";
-  ASSERT_TRUE(fs::exists(script)) << script;
-  const int code = run(std::string(kPython) + " '" + script.string() + "' '" + folder.path().string() + "'",
-                       folder / "compare.log");
-  const std::string log = read_text(folder / "compare.log");
-  std::cout << log;
-  EXPECT_EQ(code, 0) << "compare_torchscript.py failed:\n" << log;
 }
 
 }  // namespace

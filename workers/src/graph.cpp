@@ -1,6 +1,7 @@
 // Layer-graph IR: validation, shape inference, counting and JSON form.
 #include "edgesweep/workers/graph.h"
 
+#include <algorithm>
 #include <cctype>
 
 #include "edgesweep/common/error.h"
@@ -18,7 +19,10 @@ constexpr OpEntry kOps[] = {
     {OpKind::Relu, "relu"},         {OpKind::Relu6, "relu6"},       {OpKind::MaxPool, "maxpool"},
     {OpKind::AvgPool, "avgpool"},   {OpKind::AdaptiveAvgPool, "adaptive_avgpool"},
     {OpKind::Linear, "linear"},     {OpKind::Add, "add"},           {OpKind::Concat, "concat"},
-    {OpKind::Flatten, "flatten"},   {OpKind::Dropout, "dropout"},
+    {OpKind::Flatten, "flatten"},   {OpKind::Dropout, "dropout"},   {OpKind::Hardswish, "hardswish"},
+    {OpKind::Hardsigmoid, "hardsigmoid"}, {OpKind::Silu, "silu"},   {OpKind::Sigmoid, "sigmoid"},
+    {OpKind::Tanh, "tanh"},         {OpKind::Gelu, "gelu"},         {OpKind::LeakyRelu, "leaky_relu"},
+    {OpKind::Mul, "mul"},           {OpKind::Slice, "slice"},       {OpKind::ChannelShuffle, "channel_shuffle"},
 };
 
 bool is_identifier(const std::string& name) {
@@ -29,9 +33,34 @@ bool is_identifier(const std::string& name) {
   return true;
 }
 
-int64_t pooled_size(int64_t size, int64_t kernel, int64_t stride, int64_t padding) {
-  const int64_t span = size + 2 * padding - kernel;
-  return span < 0 ? 0 : span / stride + 1;  // a kernel larger than the padded input gives no output, as in torch
+/// Output size of a convolution or pooling window along one axis, as torch computes it (ceil mode: a last window
+/// may start in the padding on the right, but not past it).
+int64_t pooled_size(int64_t size, int64_t kernel, int64_t stride, int64_t padding, int64_t dilation = 1,
+                    bool ceil_mode = false) {
+  const int64_t span = size + 2 * padding - dilation * (kernel - 1) - 1;
+  if (span < 0) return 0;  // a kernel larger than the padded input gives no output, as in torch
+  int64_t out = (span + (ceil_mode ? stride - 1 : 0)) / stride + 1;
+  if (ceil_mode && (out - 1) * stride >= size + padding) --out;
+  return out;
+}
+
+/// The shape of an element-wise op over `node`'s inputs: equal shapes, or spatial inputs whose channels, height
+/// and width are each equal or 1 (broadcast).
+Shape broadcast_shape(const Graph& graph, const Node& node) {
+  Shape out = graph.nodes[node.inputs[0]].shape;
+  for (int k : node.inputs) {
+    const Shape& s = graph.nodes[k].shape;
+    const auto fits = [](int64_t a, int64_t b) { return a == b || a == 1 || b == 1; };
+    const bool ok = s == out || (!s.flat && !out.flat && fits(s.channels, out.channels) &&
+                                 fits(s.height, out.height) && fits(s.width, out.width));
+    check_input(ok, "layer '{}' ({}): input '{}' has shape {}, which does not broadcast with {} of '{}'", node.name,
+                op_name(node.op), graph.nodes[k].name, s.to_string(), out.to_string(),
+                graph.nodes[node.inputs[0]].name);
+    out.channels = std::max(out.channels, s.channels);
+    out.height = std::max(out.height, s.height);
+    out.width = std::max(out.width, s.width);
+  }
+  return out;
 }
 
 void require_spatial(const Node& node, const Shape& in) {
@@ -62,6 +91,28 @@ bool Shape::operator==(const Shape& other) const {
 std::string Shape::to_string() const {
   if (flat) return fmt::format("[{}]", channels);
   return fmt::format("[{}x{}x{}]", channels, height, width);
+}
+
+bool is_activation(OpKind op) {
+  switch (op) {
+    case OpKind::Relu:
+    case OpKind::Relu6:
+    case OpKind::Hardswish:
+    case OpKind::Hardsigmoid:
+    case OpKind::Silu:
+    case OpKind::Sigmoid:
+    case OpKind::Tanh:
+    case OpKind::Gelu:
+    case OpKind::LeakyRelu:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool keeps_channels(OpKind op) {
+  return is_activation(op) || op == OpKind::BatchNorm || op == OpKind::MaxPool || op == OpKind::AvgPool ||
+         op == OpKind::AdaptiveAvgPool || op == OpKind::Dropout;
 }
 
 int Graph::find(const std::string& name) const {
@@ -108,7 +159,7 @@ void infer_shapes(Graph& graph) {
     for (int in : node.inputs) {
       check_input(in >= 0 && static_cast<size_t>(in) < i, "layer '{}' reads a layer that is not before it", node.name);
     }
-    const bool multi = node.op == OpKind::Add || node.op == OpKind::Concat;
+    const bool multi = node.op == OpKind::Add || node.op == OpKind::Mul || node.op == OpKind::Concat;
     check_input(multi ? node.inputs.size() >= 2 : node.inputs.size() == 1, "layer '{}' ({}) takes {} input(s), got {}",
                 node.name, op_name(node.op), multi ? "2 or more" : "exactly 1", node.inputs.size());
     const Shape in = graph.nodes[node.inputs[0]].shape;
@@ -119,14 +170,14 @@ void infer_shapes(Graph& graph) {
       case OpKind::Conv: {
         require_spatial(node, in);
         check_input(node.out > 0, "layer '{}' (conv) needs out > 0", node.name);
-        check_input(node.kernel > 0 && node.stride > 0 && node.padding >= 0 && node.groups > 0,
-                    "layer '{}' (conv) has a bad kernel/stride/padding/groups", node.name);
+        check_input(node.kernel > 0 && node.stride > 0 && node.padding >= 0 && node.groups > 0 && node.dilation > 0,
+                    "layer '{}' (conv) has a bad kernel/stride/padding/groups/dilation", node.name);
         check_input(in.channels % node.groups == 0 && node.out % node.groups == 0,
                     "layer '{}' (conv): groups = {} must divide input channels {} and output channels {}", node.name,
                     node.groups, in.channels, node.out);
         out.channels = node.out;
-        out.height = pooled_size(in.height, node.kernel, node.stride, node.padding);
-        out.width = pooled_size(in.width, node.kernel, node.stride, node.padding);
+        out.height = pooled_size(in.height, node.kernel, node.stride, node.padding, node.dilation);
+        out.width = pooled_size(in.width, node.kernel, node.stride, node.padding, node.dilation);
         break;
       }
       case OpKind::MaxPool:
@@ -135,8 +186,8 @@ void infer_shapes(Graph& graph) {
         check_input(node.kernel > 0 && node.stride > 0 && node.padding >= 0 && 2 * node.padding <= node.kernel,
                     "layer '{}' ({}): bad kernel {}, stride {} or padding {} (padding at most half the kernel)",
                     node.name, op_name(node.op), node.kernel, node.stride, node.padding);
-        out.height = pooled_size(in.height, node.kernel, node.stride, node.padding);
-        out.width = pooled_size(in.width, node.kernel, node.stride, node.padding);
+        out.height = pooled_size(in.height, node.kernel, node.stride, node.padding, 1, node.ceil_mode);
+        out.width = pooled_size(in.width, node.kernel, node.stride, node.padding, 1, node.ceil_mode);
         break;
       case OpKind::AdaptiveAvgPool:
         require_spatial(node, in);
@@ -147,6 +198,29 @@ void infer_shapes(Graph& graph) {
       case OpKind::Relu:
       case OpKind::Relu6:
       case OpKind::Dropout:
+      case OpKind::Hardswish:
+      case OpKind::Hardsigmoid:
+      case OpKind::Silu:
+      case OpKind::Sigmoid:
+      case OpKind::Tanh:
+      case OpKind::Gelu:
+      case OpKind::LeakyRelu:
+        break;
+      case OpKind::Slice:
+        require_spatial(node, in);
+        check_input(node.offset >= 0 && node.out > 0 && node.offset + node.out <= in.channels,
+                    "layer '{}' (slice): channels [{}, {}) are not within the {} of its input", node.name,
+                    node.offset, node.offset + node.out, in.channels);
+        out.channels = node.out;
+        break;
+      case OpKind::ChannelShuffle:
+        require_spatial(node, in);
+        check_input(node.groups > 0 && in.channels % node.groups == 0,
+                    "layer '{}' (channel_shuffle): groups = {} must divide its {} channels", node.name, node.groups,
+                    in.channels);
+        break;
+      case OpKind::Mul:
+        out = broadcast_shape(graph, node);
         break;
       case OpKind::Linear:
         check_input(in.flat, "layer '{}' (linear) needs a flat input (add a flatten layer before it), got {}",
@@ -158,11 +232,7 @@ void infer_shapes(Graph& graph) {
         out = Shape{in.numel(), 1, 1, true};
         break;
       case OpKind::Add:
-        for (int k : node.inputs) {
-          check_input(graph.nodes[k].shape == in, "layer '{}' (add): input '{}' has shape {}, but '{}' has {}",
-                      node.name, graph.nodes[k].name, graph.nodes[k].shape.to_string(),
-                      graph.nodes[node.inputs[0]].name, in.to_string());
-        }
+        out = broadcast_shape(graph, node);
         break;
       case OpKind::Concat:
         require_spatial(node, in);
@@ -241,10 +311,22 @@ void to_json(Json& j, const Graph& graph) {
       case OpKind::Conv:
         node.update({{"out", n.out}, {"kernel", n.kernel}, {"stride", n.stride}, {"padding", n.padding},
                      {"groups", n.groups}, {"bias", n.bias}});
+        if (n.dilation != 1) node["dilation"] = n.dilation;  // keys at their default are left out (stable hashes)
         break;
       case OpKind::MaxPool:
       case OpKind::AvgPool:
         node.update({{"kernel", n.kernel}, {"stride", n.stride}, {"padding", n.padding}});
+        if (n.ceil_mode) node["ceil_mode"] = true;
+        if (n.op == OpKind::AvgPool && !n.count_include_pad) node["count_include_pad"] = false;
+        break;
+      case OpKind::Slice:
+        node.update({{"offset", n.offset}, {"out", n.out}});
+        break;
+      case OpKind::ChannelShuffle:
+        node["groups"] = n.groups;
+        break;
+      case OpKind::LeakyRelu:
+        node["alpha"] = n.alpha;
         break;
       case OpKind::AdaptiveAvgPool:
         node["output_size"] = n.output_size;
@@ -292,6 +374,11 @@ void from_json(const Json& j, Graph& graph) {
     n.p = jn.value("p", 0.5);
     n.eps = jn.value("eps", 1e-5);
     n.momentum = jn.value("momentum", 0.1);
+    n.dilation = jn.value("dilation", int64_t{1});
+    n.ceil_mode = jn.value("ceil_mode", false);
+    n.count_include_pad = jn.value("count_include_pad", true);
+    n.offset = jn.value("offset", int64_t{0});
+    n.alpha = jn.value("alpha", 0.01);
     graph.nodes.push_back(std::move(n));
   }
   infer_shapes(graph);

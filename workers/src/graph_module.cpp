@@ -70,8 +70,8 @@ torch::Tensor GraphModuleImpl::forward(const torch::Tensor& input) {
       case OpKind::Input:
         break;
       case OpKind::Conv:
-        y = torch::conv2d(x, weight(i), biases_[i], {node.stride, node.stride}, {node.padding, node.padding}, {1, 1},
-                          node.groups);
+        y = torch::conv2d(x, weight(i), biases_[i], {node.stride, node.stride}, {node.padding, node.padding},
+                          {node.dilation, node.dilation}, node.groups);
         break;
       case OpKind::BatchNorm:
         y = torch::batch_norm(x, weights_[i], biases_[i], running_means_[i], running_vars_[i], training,
@@ -84,11 +84,48 @@ torch::Tensor GraphModuleImpl::forward(const torch::Tensor& input) {
         y = torch::hardtanh(x, 0.0, 6.0);
         break;
       case OpKind::MaxPool:
-        y = torch::max_pool2d(x, {node.kernel, node.kernel}, {node.stride, node.stride}, {node.padding, node.padding});
+        y = torch::max_pool2d(x, {node.kernel, node.kernel}, {node.stride, node.stride}, {node.padding, node.padding},
+                              {1, 1}, node.ceil_mode);
         break;
       case OpKind::AvgPool:
-        y = torch::avg_pool2d(x, {node.kernel, node.kernel}, {node.stride, node.stride}, {node.padding, node.padding});
+        y = torch::avg_pool2d(x, {node.kernel, node.kernel}, {node.stride, node.stride}, {node.padding, node.padding},
+                              node.ceil_mode, node.count_include_pad);
         break;
+      case OpKind::Hardswish:
+        y = torch::hardswish(x);
+        break;
+      case OpKind::Hardsigmoid:
+        y = torch::hardsigmoid(x);
+        break;
+      case OpKind::Silu:
+        y = torch::silu(x);
+        break;
+      case OpKind::Sigmoid:
+        y = torch::sigmoid(x);
+        break;
+      case OpKind::Tanh:
+        y = torch::tanh(x);
+        break;
+      case OpKind::Gelu:
+        y = torch::gelu(x);
+        break;
+      case OpKind::LeakyRelu:
+        y = torch::leaky_relu(x, node.alpha);
+        break;
+      case OpKind::Mul:
+        y = x;
+        for (size_t k = 1; k < node.inputs.size(); ++k) y = y * values[node.inputs[k]];
+        break;
+      case OpKind::Slice:
+        y = x.narrow(1, node.offset, node.out);
+        break;
+      case OpKind::ChannelShuffle: {
+        const Shape& s = node.shape;
+        y = x.reshape({-1, node.groups, s.channels / node.groups, s.height, s.width})
+                .transpose(1, 2)
+                .reshape({-1, s.channels, s.height, s.width});
+        break;
+      }
       case OpKind::AdaptiveAvgPool:
         y = torch::adaptive_avg_pool2d(x, {node.output_size, node.output_size});
         break;

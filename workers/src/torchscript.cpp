@@ -26,71 +26,86 @@ std::string float_literal(double v) {
 
 }  // namespace
 
+std::string float_expression(const Graph& graph, const Node& node, const std::vector<std::string>& inputs,
+                             const std::function<std::string(const char*)>& tensor) {
+  const std::string& x = inputs[0];
+  const auto chain = [&](const char* op) {  // a + b + c as ((a + b) + c)
+    std::string result = x;
+    for (size_t k = 1; k < inputs.size(); ++k) result = (k > 1 ? "(" + result + ")" : result) + op + inputs[k];
+    return result;
+  };
+  switch (node.op) {
+    case OpKind::Conv:
+      return fmt::format("torch.conv2d({}, {}, {}, {}, {}, {}, {})", x, tensor("weight"),
+                         node.bias ? tensor("bias") : "None", pair(node.stride), pair(node.padding),
+                         pair(node.dilation), node.groups);
+    case OpKind::BatchNorm:
+      return fmt::format("torch.batch_norm({}, {}, {}, {}, {}, False, {}, {}, False)", x, tensor("weight"),
+                         tensor("bias"), tensor("running_mean"), tensor("running_var"), float_literal(node.momentum),
+                         float_literal(node.eps));
+    case OpKind::Relu:
+      return "torch.relu(" + x + ")";
+    case OpKind::Relu6:
+      return "torch.hardtanh(" + x + ", 0.0, 6.0)";
+    case OpKind::Hardswish:
+      return "torch.hardswish(" + x + ")";
+    case OpKind::Hardsigmoid:
+      return "torch.hardsigmoid(" + x + ")";
+    case OpKind::Silu:
+      return "torch.silu(" + x + ")";
+    case OpKind::Sigmoid:
+      return "torch.sigmoid(" + x + ")";
+    case OpKind::Tanh:
+      return "torch.tanh(" + x + ")";
+    case OpKind::Gelu:
+      return "torch.gelu(" + x + ")";
+    case OpKind::LeakyRelu:
+      return fmt::format("torch.leaky_relu({}, {})", x, float_literal(node.alpha));
+    case OpKind::MaxPool:
+      return fmt::format("torch.max_pool2d({}, {}, {}, {}, [1, 1], {})", x, pair(node.kernel), pair(node.stride),
+                         pair(node.padding), node.ceil_mode ? "True" : "False");
+    case OpKind::AvgPool:
+      return fmt::format("torch.avg_pool2d({}, {}, {}, {}, {}, {})", x, pair(node.kernel), pair(node.stride),
+                         pair(node.padding), node.ceil_mode ? "True" : "False",
+                         node.count_include_pad ? "True" : "False");
+    case OpKind::AdaptiveAvgPool:
+      return fmt::format("torch.adaptive_avg_pool2d({}, {})", x, pair(node.output_size));
+    case OpKind::Linear:
+      return fmt::format("torch.linear({}, {}, {})", x, tensor("weight"), node.bias ? tensor("bias") : "None");
+    case OpKind::Add:
+      return chain(" + ");
+    case OpKind::Mul:
+      return chain(" * ");
+    case OpKind::Concat:
+      return "torch.cat([" + fmt::to_string(fmt::join(inputs, ", ")) + "], 1)";
+    case OpKind::Slice:
+      return fmt::format("torch.narrow({}, 1, {}, {})", x, node.offset, node.out);
+    case OpKind::ChannelShuffle: {
+      const Shape& s = node.shape;
+      return fmt::format("torch.reshape(torch.transpose(torch.reshape({}, [-1, {}, {}, {}, {}]), 1, 2), [-1, {}, {}, {}])",
+                         x, node.groups, s.channels / node.groups, s.height, s.width, s.channels, s.height, s.width);
+    }
+    case OpKind::Flatten:
+      return "torch.flatten(" + x + ", 1)";
+    case OpKind::Dropout:  // identity at inference
+    case OpKind::Input:
+      return x;
+  }
+  return x;
+}
+
 std::string torchscript_source(const Graph& graph) {
   std::ostringstream src;
   src << "def forward(self, x):\n";
   src << "    " << value_name(graph.nodes[0]) << " = x\n";
   for (size_t i = 1; i < graph.nodes.size(); ++i) {
     const Node& node = graph.nodes[i];
-    const std::string x = value_name(graph.nodes[node.inputs[0]]);
-    const auto attr = [&](const char* role) { return "self." + GraphModuleImpl::tensor_name(node, role); };
-    src << "    " << value_name(node) << " = ";
-    switch (node.op) {
-      case OpKind::Input:
-        break;
-      case OpKind::Conv:
-        src << "torch.conv2d(" << x << ", " << attr("weight") << ", " << (node.bias ? attr("bias") : "None") << ", "
-            << pair(node.stride) << ", " << pair(node.padding) << ", [1, 1], " << node.groups << ")";
-        break;
-      case OpKind::BatchNorm:
-        src << "torch.batch_norm(" << x << ", " << attr("weight") << ", " << attr("bias") << ", "
-            << attr("running_mean") << ", " << attr("running_var") << ", False, " << float_literal(node.momentum)
-            << ", " << float_literal(node.eps) << ", False)";
-        break;
-      case OpKind::Relu:
-        src << "torch.relu(" << x << ")";
-        break;
-      case OpKind::Relu6:
-        src << "torch.hardtanh(" << x << ", 0.0, 6.0)";
-        break;
-      case OpKind::MaxPool:
-        src << "torch.max_pool2d(" << x << ", " << pair(node.kernel) << ", " << pair(node.stride) << ", "
-            << pair(node.padding) << ")";
-        break;
-      case OpKind::AvgPool:
-        src << "torch.avg_pool2d(" << x << ", " << pair(node.kernel) << ", " << pair(node.stride) << ", "
-            << pair(node.padding) << ")";
-        break;
-      case OpKind::AdaptiveAvgPool:
-        src << "torch.adaptive_avg_pool2d(" << x << ", " << pair(node.output_size) << ")";
-        break;
-      case OpKind::Linear:
-        src << "torch.linear(" << x << ", " << attr("weight") << ", " << (node.bias ? attr("bias") : "None") << ")";
-        break;
-      case OpKind::Add: {
-        std::string sum = x;
-        for (size_t k = 1; k < node.inputs.size(); ++k) {
-          sum = (k > 1 ? "(" + sum + ")" : sum) + " + " + value_name(graph.nodes[node.inputs[k]]);
-        }
-        src << sum;
-        break;
-      }
-      case OpKind::Concat: {
-        src << "torch.cat([";
-        for (size_t k = 0; k < node.inputs.size(); ++k) {
-          src << (k ? ", " : "") << value_name(graph.nodes[node.inputs[k]]);
-        }
-        src << "], 1)";
-        break;
-      }
-      case OpKind::Flatten:
-        src << "torch.flatten(" << x << ", 1)";
-        break;
-      case OpKind::Dropout:
-        src << x;  // identity at inference
-        break;
-    }
-    src << "\n";
+    std::vector<std::string> inputs;
+    for (int in : node.inputs) inputs.push_back(value_name(graph.nodes[in]));
+    src << "    " << value_name(node) << " = "
+        << float_expression(graph, node, inputs,
+                            [&](const char* role) { return "self." + GraphModuleImpl::tensor_name(node, role); })
+        << "\n";
   }
   src << "    return " << value_name(graph.nodes.back()) << "\n";
   return src.str();

@@ -115,6 +115,13 @@ ChannelAnalysis analyze_channel_groups(const Graph& graph) {
       case OpKind::BatchNorm:
       case OpKind::Relu:
       case OpKind::Relu6:
+      case OpKind::Hardswish:
+      case OpKind::Hardsigmoid:
+      case OpKind::Silu:
+      case OpKind::Sigmoid:
+      case OpKind::Tanh:
+      case OpKind::Gelu:
+      case OpKind::LeakyRelu:
       case OpKind::MaxPool:
       case OpKind::AvgPool:
       case OpKind::AdaptiveAvgPool:
@@ -122,20 +129,47 @@ ChannelAnalysis analyze_channel_groups(const Graph& graph) {
         node_elements[i] = node_elements[first];
         analysis.span[i] = analysis.span[first];
         break;
+      case OpKind::Slice:
+        EDGESWEEP_ASSERT(analysis.span[first] == 1);
+        node_elements[i].assign(node_elements[first].begin() + node.offset,
+                                node_elements[first].begin() + node.offset + node.out);
+        break;
+      case OpKind::ChannelShuffle: {
+        // Output channel a * groups + b is input channel b * (C / groups) + a. Pruning would have to keep every
+        // group of the shuffle equally large and in step; no analysis here proves that, so the channels stay.
+        const int64_t channels = node.shape.channels;
+        const int64_t per_group = channels / node.groups;
+        for (int64_t c = 0; c < channels; ++c) {
+          node_elements[i].push_back(node_elements[first][(c % node.groups) * per_group + c / node.groups]);
+        }
+        fix_all(node_elements[i], fmt::format("channel_shuffle '{}' permutes it across {} groups", node.name,
+                                              node.groups));
+        break;
+      }
       case OpKind::Flatten: {
         const Shape& in = graph.nodes[first].shape;
         node_elements[i] = node_elements[first];
         analysis.span[i] = analysis.span[first] * in.height * in.width;
         break;
       }
-      case OpKind::Add: {
-        node_elements[i] = node_elements[first];
-        analysis.span[i] = analysis.span[first];
-        const int64_t features = graph.nodes[first].shape.channels;
-        for (size_t k = 1; k < node.inputs.size(); ++k) {
-          const int other = node.inputs[k];
+      case OpKind::Add:
+      case OpKind::Mul: {
+        // The output's channels are those of an input with as many channels; every input with that many is
+        // joined position by position, and one input of a single broadcast channel joins nothing.
+        int widest = first;
+        for (int in : node.inputs) {
+          if (graph.nodes[in].shape.channels == node.shape.channels) {
+            widest = in;
+            break;
+          }
+        }
+        node_elements[i] = node_elements[widest];
+        analysis.span[i] = analysis.span[widest];
+        const int64_t features = node.shape.channels;
+        for (int other : node.inputs) {
+          if (other == widest || graph.nodes[other].shape.channels != features) continue;
           for (int64_t f = 0; f < features; ++f) {
-            elements.join(node_elements[first][f / analysis.span[first]],
+            elements.join(node_elements[widest][f / analysis.span[widest]],
                           node_elements[other][f / analysis.span[other]]);
           }
         }
@@ -233,6 +267,11 @@ Graph shrink_graph(const Graph& graph, const ChannelAnalysis& analysis, const st
     if (node.op == OpKind::Conv || node.op == OpKind::Linear) {
       target.out = static_cast<int64_t>(positions[i].size());
       if (is_depthwise(graph, node)) target.groups = target.out;
+    } else if (node.op == OpKind::Slice) {  // the surviving input channels before and within the range
+      const auto& kept = positions[node.inputs[0]];
+      const auto begin = std::lower_bound(kept.begin(), kept.end(), node.offset);
+      target.offset = begin - kept.begin();
+      target.out = std::lower_bound(kept.begin(), kept.end(), node.offset + node.out) - begin;
     }
   }
   infer_shapes(result);

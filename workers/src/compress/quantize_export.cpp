@@ -65,51 +65,7 @@ std::string literal(double v) {
   return s;
 }
 
-std::string pair(int64_t v) { return fmt::format("[{}, {}]", v, v); }
-
 std::string value_name(const Node& node) { return "v_" + node.name; }
-
-/// An fp32 operator applied to `x` (and the other inputs of Add/Concat); `tensor(role)` spells a node's tensor.
-std::string float_expression(const Graph& graph, const Node& node, const std::vector<std::string>& inputs,
-                             const std::function<std::string(const char*)>& tensor) {
-  const std::string& x = inputs[0];
-  switch (node.op) {
-    case OpKind::Conv:
-      return fmt::format("torch.conv2d({}, {}, {}, {}, {}, [1, 1], {})", x, tensor("weight"),
-                         node.bias ? tensor("bias") : "None", pair(node.stride), pair(node.padding), node.groups);
-    case OpKind::BatchNorm:
-      return fmt::format("torch.batch_norm({}, {}, {}, {}, {}, False, {}, {}, False)", x, tensor("weight"),
-                         tensor("bias"), tensor("running_mean"), tensor("running_var"), literal(node.momentum),
-                         literal(node.eps));
-    case OpKind::Relu:
-      return "torch.relu(" + x + ")";
-    case OpKind::Relu6:
-      return "torch.hardtanh(" + x + ", 0.0, 6.0)";
-    case OpKind::MaxPool:
-      return fmt::format("torch.max_pool2d({}, {}, {}, {})", x, pair(node.kernel), pair(node.stride),
-                         pair(node.padding));
-    case OpKind::AvgPool:
-      return fmt::format("torch.avg_pool2d({}, {}, {}, {})", x, pair(node.kernel), pair(node.stride),
-                         pair(node.padding));
-    case OpKind::AdaptiveAvgPool:
-      return fmt::format("torch.adaptive_avg_pool2d({}, {})", x, pair(node.output_size));
-    case OpKind::Linear:
-      return fmt::format("torch.linear({}, {}, {})", x, tensor("weight"), node.bias ? tensor("bias") : "None");
-    case OpKind::Add: {
-      std::string sum = x;
-      for (size_t k = 1; k < inputs.size(); ++k) sum = (k > 1 ? "(" + sum + ")" : sum) + " + " + inputs[k];
-      return sum;
-    }
-    case OpKind::Concat:
-      return "torch.cat([" + fmt::to_string(fmt::join(inputs, ", ")) + "], 1)";
-    case OpKind::Flatten:
-      return "torch.flatten(" + x + ", 1)";
-    case OpKind::Dropout:
-    case OpKind::Input:
-      return x;
-  }
-  return x;
-}
 
 std::vector<std::string> input_names(const Graph& graph, const Node& node) {
   std::vector<std::string> names;
@@ -220,8 +176,8 @@ ScriptedModel export_static_int8(const GraphModule& folded, const QuantizationPl
       if (node.op == OpKind::Conv) {
         packed = call_operator("quantized::conv2d_prepack",
                                {weight, bias, std::vector<int64_t>{node.stride, node.stride},
-                                std::vector<int64_t>{node.padding, node.padding}, std::vector<int64_t>{1, 1},
-                                node.groups});
+                                std::vector<int64_t>{node.padding, node.padding},
+                                std::vector<int64_t>{node.dilation, node.dilation}, node.groups});
       } else {
         packed = call_operator("quantized::linear_prepack", {weight, bias});
       }
@@ -259,8 +215,12 @@ ScriptedModel export_static_int8(const GraphModule& folded, const QuantizationPl
       expression = float_expression(graph, node, {as_float(node.inputs[0])}, [&](const char* role) {
         return "self." + GraphModuleImpl::tensor_name(node, role);
       });
-    } else {
+    } else if (plan.quantized[i]) {  // an op that works on quantized values as they are (relu, pools, flatten)
       expression = float_expression(graph, node, input_names(graph, node), [](const char*) { return std::string(); });
+    } else {  // an fp32 op (sigmoid, hardswish, mul, slice, ...): its inputs dequantized
+      std::vector<std::string> inputs;
+      for (int in : node.inputs) inputs.push_back(as_float(in));
+      expression = float_expression(graph, node, inputs, [](const char*) { return std::string(); });
     }
     src << "    " << value_name(node) << " = " << expression << "\n";
   }

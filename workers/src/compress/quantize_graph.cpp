@@ -10,8 +10,15 @@
 namespace edgesweep {
 namespace {
 
-bool is_quantized_op(OpKind op) {
-  return op == OpKind::Conv || op == OpKind::Linear || op == OpKind::Add || op == OpKind::Concat;
+/// Conv, linear, concat, and add of equal shapes (quantized::add does not broadcast) run on quantized values.
+bool is_quantized_op(const Graph& graph, const Node& node) {
+  if (node.op == OpKind::Add) {
+    for (int in : node.inputs) {
+      if (!(graph.nodes[in].shape == node.shape)) return false;
+    }
+    return true;
+  }
+  return node.op == OpKind::Conv || node.op == OpKind::Linear || node.op == OpKind::Concat;
 }
 
 bool passes_through(OpKind op) {
@@ -100,7 +107,7 @@ QuantizationPlan plan_quantization(const Graph& graph) {
   for (size_t i = 1; i < n; ++i) {
     const Node& node = graph.nodes[i];
     const int index = static_cast<int>(i);
-    if (is_quantized_op(node.op)) {
+    if (is_quantized_op(graph, node)) {
       plan.quantized[i] = true;
       const std::vector<int> consumers = graph.consumers(index);
       const bool fuse = consumers.size() == 1 && (graph.nodes[consumers[0]].op == OpKind::Relu ||
@@ -123,7 +130,7 @@ QuantizationPlan plan_quantization(const Graph& graph) {
   }
   // A float value read by a quantized op is quantized where it is read, with its own observer.
   for (size_t i = 1; i < n; ++i) {
-    if (!is_quantized_op(graph.nodes[i].op)) continue;
+    if (!is_quantized_op(graph, graph.nodes[i])) continue;
     for (int in : graph.nodes[i].inputs) {
       if (plan.quantized[in]) continue;
       plan.observed[in] = true;

@@ -24,6 +24,16 @@ enum class OpKind {
   Concat,           ///< channel concatenation
   Flatten,
   Dropout,
+  Hardswish,
+  Hardsigmoid,
+  Silu,             ///< x * sigmoid(x), also called swish
+  Sigmoid,
+  Tanh,
+  Gelu,             ///< the exact (erf) form
+  LeakyRelu,        ///< slope `alpha` below zero
+  Mul,              ///< element-wise product, broadcasting size-1 dimensions (squeeze-excitation gates)
+  Slice,            ///< channels [offset, offset + out) of its input (a channel split)
+  ChannelShuffle,   ///< channels regrouped: [groups, C / groups] transposed (ShuffleNet)
 };
 
 /// Operator name as written in TOML and JSON ("conv", "batchnorm", ...).
@@ -46,11 +56,16 @@ struct Node {
   std::string name;          ///< identifier: [A-Za-z_][A-Za-z0-9_]*
   OpKind op = OpKind::Input;
   std::vector<int> inputs;   ///< indices of earlier nodes
-  int64_t out = 0;           ///< Conv: output channels; Linear: output features
+  int64_t out = 0;           ///< Conv: output channels; Linear: output features; Slice: channels
   int64_t kernel = 1;        ///< Conv, pools
   int64_t stride = 1;        ///< Conv, pools
   int64_t padding = 0;       ///< Conv, pools
-  int64_t groups = 1;        ///< Conv
+  int64_t groups = 1;        ///< Conv; ChannelShuffle
+  int64_t dilation = 1;      ///< Conv
+  bool ceil_mode = false;    ///< pools: round the output size up
+  bool count_include_pad = true;  ///< AvgPool: padded zeros count in the divisor
+  int64_t offset = 0;        ///< Slice: first channel (and `out` channels)
+  double alpha = 0.01;       ///< LeakyRelu: slope below zero
   bool bias = true;          ///< Conv, Linear
   int64_t output_size = 1;   ///< AdaptiveAvgPool
   double p = 0.5;            ///< Dropout
@@ -70,6 +85,12 @@ struct Graph {
   /// Indices of the nodes that read node `index`.
   std::vector<int> consumers(int index) const;
 };
+
+/// Whether an operator keeps its input's channels in place, one output channel per input channel (batch norm,
+/// activations, pools, dropout).
+bool keeps_channels(OpKind op);
+/// Whether an operator is an element-wise activation function.
+bool is_activation(OpKind op);
 
 /// Input channels of a node (the shape of its first input).
 int64_t input_channels(const Graph& graph, const Node& node);

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include <torch/script.h>
 
@@ -15,6 +17,11 @@ namespace edgesweep {
 /// Extra files stored inside every exported archive.
 inline constexpr const char* kGraphFile = "edgesweep/graph.json";
 inline constexpr const char* kMetadataFile = "edgesweep/meta.json";
+
+/// The TorchScript expression of `node`'s fp32 inference operator applied to `inputs` (value names, one per node
+/// input); `tensor(role)` spells the node's tensors ("weight", "bias", "running_mean", "running_var").
+std::string float_expression(const Graph& graph, const Node& node, const std::vector<std::string>& inputs,
+                             const std::function<std::string(const char*)>& tensor);
 
 /// The generated TorchScript source of a graph's inference forward pass.
 std::string torchscript_source(const Graph& graph);
