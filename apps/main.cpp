@@ -22,6 +22,7 @@
 #include "edgesweep/orchestrator/store.h"
 #include "edgesweep/orchestrator/tables.h"
 #include "edgesweep/workers/benchmark_artifact.h"
+#include "edgesweep/workers/import_torchscript.h"
 
 namespace fs = std::filesystem;
 using namespace edgesweep;
@@ -73,6 +74,14 @@ void print_expansion(const ExperimentSpec& spec) {
     for (const StageConfig& s : trials[i].pipeline) stages += (stages.empty() ? "" : " -> ") + s.stage;
     fmt::print("  trial {:>3}: {} | {} | {}\n", i + 1, trials[i].model.arch, stages.empty() ? "(no stages)" : stages,
                settings.empty() ? "(nothing swept)" : settings);
+  }
+  // Each imported network, as the import sees it: the check against the archive and its channel groups.
+  std::set<std::string> imported;
+  for (const TrialConfig& trial : trials) {
+    const ModelConfig& model = trial.model;
+    if (model.arch != "torchscript" || !imported.insert(model.path).second) continue;
+    const Shape input{model.input_shape.at(0), model.input_shape.at(1), model.input_shape.at(2), false};
+    fmt::print("{}", describe_import(model.path, import_torchscript(model.path, input)));
   }
   // Where each distinct baseline is cached once trained: the file another experiment's [baseline] init can name.
   std::set<std::string> baselines;

@@ -234,14 +234,30 @@ std::map<std::string, SectionSpec> make_sections() {
                "validation and test splits, relabelled by their position in the list (e.g. [5, 6]: 5 -> 0, "
                "6 -> 1); the model gets one output per listed class. Applied first: val_fraction, train_subset and "
                "test_subset then take their share of the kept images. Leave out for all classes"),
+          integer("resize", 0, 0, 1024, false,
+                  "images resized to this square size (bilinear), e.g. for a network made for another resolution; "
+                  "0: as the dataset has them"),
+          boolean("rgb", false, false, "grey images replicated to three channels (for networks that take RGB)"),
+          list("mean", ParamType::FloatList, Json::array(),
+               "normalisation mean per channel in [0, 1] units (e.g. ImageNet's [0.485, 0.456, 0.406] for a network "
+               "trained with it); empty: the training split's own"),
+          list("std", ParamType::FloatList, Json::array(),
+               "normalisation standard deviation per channel, with mean; empty: the training split's own"),
       }};
   sections["model"] = {
       "model",
       {
-          text("arch", "small-cnn", {"small-cnn", "vgg", "resnet8", "resnet20", "mobilenetv2", "custom"}, true,
-               "zoo architecture, or custom with [[model.layers]]"),
+          text("arch", "small-cnn",
+               {"small-cnn", "vgg", "resnet8", "resnet20", "mobilenetv2", "custom", "torchscript"}, true,
+               "zoo architecture, custom with [[model.layers]], or torchscript: your own network from `path`"),
           real("width", 1.0, 0.125, 8.0, true, "channel width multiplier for zoo architectures"),
           list("layers", ParamType::TableList, Json::array(), "inline layers for arch = \"custom\""),
+          text("path", "", {}, false,
+               "arch = \"torchscript\": a TorchScript archive (torch.jit.script or torch.jit.trace, saved from Python "
+               "or C++) imported with its weights; relative paths are read from the working folder; its sha256 "
+               "enters the baseline hash"),
+          list("input_shape", ParamType::IntegerList, Json::array(),
+               "arch = \"torchscript\": [C, H, W] of one input image, as the data gives it"),
       }};
   sections["baseline"] = {"baseline", training_params(3, 0.05, true)};
   sections["baseline"].params.push_back(

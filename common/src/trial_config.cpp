@@ -13,6 +13,10 @@ void to_json(Json& j, const DataConfig& c) {
            {"image_size", c.image_size},     {"channels", c.channels},
            {"test_fraction", c.test_fraction}};
   if (!c.classes.empty()) j["classes"] = c.classes;
+  if (c.resize > 0) j["resize"] = c.resize;
+  if (c.rgb) j["rgb"] = true;
+  if (!c.mean.empty()) j["mean"] = c.mean;
+  if (!c.std.empty()) j["std"] = c.std;
 }
 
 void from_json(const Json& j, DataConfig& c) {
@@ -26,6 +30,28 @@ void from_json(const Json& j, DataConfig& c) {
   j.at("channels").get_to(c.channels);
   j.at("test_fraction").get_to(c.test_fraction);
   c.classes = j.value("classes", std::vector<int64_t>());
+  c.resize = j.value("resize", int64_t{0});
+  c.rgb = j.value("rgb", false);
+  c.mean = j.value("mean", std::vector<double>());
+  c.std = j.value("std", std::vector<double>());
+}
+
+void to_json(Json& j, const ModelConfig& c) {
+  j = Json{{"arch", c.arch}, {"width", c.width}, {"layers", c.layers}};
+  if (!c.path.empty()) {
+    j["path"] = c.path;
+    j["path_sha256"] = c.path_sha256;
+  }
+  if (!c.input_shape.empty()) j["input_shape"] = c.input_shape;
+}
+
+void from_json(const Json& j, ModelConfig& c) {
+  j.at("arch").get_to(c.arch);
+  j.at("width").get_to(c.width);
+  j.at("layers").get_to(c.layers);
+  c.path = j.value("path", std::string());
+  c.path_sha256 = j.value("path_sha256", std::string());
+  c.input_shape = j.value("input_shape", std::vector<int64_t>());
 }
 
 void to_json(Json& j, const BaselineConfig& c) {

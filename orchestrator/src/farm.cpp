@@ -160,6 +160,10 @@ Json measurement_request(const ExperimentSpec& spec) {
     // given, so the request (and its hash) of other experiments stays as it was.
     const Json classes = data.value("classes", Json::array());
     if (!path.empty() && !classes.empty()) request["dataset"]["classes"] = classes;
+    // [data] resize and rgb: the devices' copies are transformed as the training images were (likewise only when
+    // given).
+    if (!path.empty() && data.value("resize", 0) > 0) request["dataset"]["resize"] = data.at("resize");
+    if (!path.empty() && data.value("rgb", false)) request["dataset"]["rgb"] = true;
   }
   return request;
 }

@@ -120,10 +120,13 @@ class SpecParser {
   Json read_list(const toml::node& node, const ParamSpec& spec, const std::string& context) const;
   Json read_model(const toml::table& table);
   Json read_layers(const toml::node& node);
+  void check_torchscript_model(const toml::table& table, const toml::node* arch_node, Json& model) const;
   Json read_pipeline(const toml::node& node);
   void check_data(const toml::table& table, const Json& data) const;
   void check_classes(const toml::table& table, const Json& data) const;
   void check_init(const toml::table& table, Json& baseline) const;
+  void check_normalisation(const toml::table& table, const Json& data) const;
+  void check_model_input(const toml::table& root, const Json& model, const Json& data) const;
   void check_teacher(const toml::table& table, const std::string& context) const;
   void check_name(const toml::table& table, const std::string& name) const;
 
@@ -242,6 +245,18 @@ Json SpecParser::read_list(const toml::node& node, const ParamSpec& spec, const 
   return list;
 }
 
+/// Where architecture `name` is written in [model] arch (one value or a sweep); null when it is not.
+const toml::node* find_arch(const toml::node* arch_node, std::string_view name) {
+  if (arch_node == nullptr) return nullptr;
+  if (const toml::array* sweep = arch_node->as_array()) {
+    for (const toml::node& element : *sweep) {
+      if (element.value<std::string_view>() == name) return &element;
+    }
+    return nullptr;
+  }
+  return arch_node->value<std::string_view>() == name ? arch_node : nullptr;
+}
+
 /// Reads [model] and its [[model.layers]]; custom architectures need layers, zoo architectures take none.
 Json SpecParser::read_model(const toml::table& table) {
   Json model = read_table(table, section_spec("model"), "[model]", "/model", "model", {"layers"});
@@ -250,16 +265,7 @@ Json SpecParser::read_model(const toml::table& table) {
 
   // Where "custom" is written, if any of the architectures (one value or a sweep) is custom.
   const toml::node* arch_node = table.get("arch");
-  const toml::node* custom_node = nullptr;
-  if (arch_node != nullptr) {
-    if (const toml::array* sweep = arch_node->as_array()) {
-      for (const toml::node& element : *sweep) {
-        if (element.value<std::string_view>() == std::string_view("custom")) custom_node = &element;
-      }
-    } else if (arch_node->value<std::string_view>() == std::string_view("custom")) {
-      custom_node = arch_node;
-    }
-  }
+  const toml::node* custom_node = find_arch(arch_node, "custom");
   if (custom_node != nullptr && model["layers"].empty()) {
     fail(custom_node->source().begin,
          "[model] arch = \"custom\" needs its layers: add one [[model.layers]] table per layer");
@@ -270,7 +276,47 @@ Json SpecParser::read_model(const toml::table& table) {
                      "the [[model.layers]] tables",
                      model["arch"].get<std::string>()));
   }
+  check_torchscript_model(table, arch_node, model);
   return model;
+}
+
+/// arch = "torchscript" (alone or in a sweep) needs an existing `path`, whose sha256 goes into the config, and an
+/// input_shape of three positive sizes; other architectures take neither.
+void SpecParser::check_torchscript_model(const toml::table& table, const toml::node* arch_node, Json& model) const {
+  const toml::node* torchscript_node = find_arch(arch_node, "torchscript");
+  const std::string path = model["path"].get<std::string>();
+  const Json shape = model["input_shape"];
+  if (torchscript_node == nullptr) {
+    for (const char* key : {"path", "input_shape"}) {
+      if (const toml::node* node = table.get(key)) {
+        fail(node->source().begin, fmt::format("[model] '{}' is for arch = \"torchscript\" only (arch is \"{}\")",
+                                               key, model["arch"].get<std::string>()));
+      }
+    }
+    return;
+  }
+  if (path.empty()) {
+    fail(torchscript_node->source().begin,
+         "[model] arch = \"torchscript\" needs 'path', the TorchScript archive of your network; hint: "
+         "scripts/torchvision-model writes one for a torchvision network");
+  }
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(std::filesystem::path(path), error)) {
+    fail(table.get("path")->source().begin,
+         fmt::format("[model] 'path' = \"{}\" is not an existing file (relative paths are read from the working "
+                     "folder)", path));
+  }
+  if (shape.size() != 3 || !std::all_of(shape.begin(), shape.end(), [](const Json& v) { return v.get<int64_t>() > 0; })) {
+    const toml::node* node = table.get("input_shape");
+    fail(node != nullptr ? node->source().begin : torchscript_node->source().begin,
+         fmt::format("[model] arch = \"torchscript\" needs 'input_shape' = [C, H, W] of three positive sizes, got {}",
+                     shape.dump()));
+  }
+  try {
+    model["path_sha256"] = sha256_file(path);
+  } catch (const Error& e) {
+    fail(table.get("path")->source().begin, fmt::format("[model] 'path' = \"{}\": {}", path, e.what()));
+  }
 }
 
 /// Reads the inline layers, each against layer_spec() with defaults filled in.
@@ -397,6 +443,49 @@ int64_t known_class_count(const Json& data) {
   int64_t count = 0;
   for (const auto& entry : std::filesystem::directory_iterator(root, error)) count += entry.is_directory(error) ? 1 : 0;
   return count;
+}
+
+/// arch = "torchscript": the images the data gives (after resize and rgb) have the network's input_shape.
+void SpecParser::check_model_input(const toml::table& root, const Json& model, const Json& data) const {
+  const Json& shape = model["input_shape"];
+  if (shape.size() != 3) return;
+  const std::string dataset = data["dataset"].get<std::string>();
+  int64_t channels = dataset == "fashion-mnist" ? 1 : dataset == "cifar10" ? 3 : data["channels"].get<int64_t>();
+  int64_t size = dataset == "fashion-mnist" ? 28 : dataset == "cifar10" ? 32 : data["image_size"].get<int64_t>();
+  if (data["rgb"].get<bool>()) channels = 3;
+  if (data["resize"].get<int64_t>() > 0) size = data["resize"].get<int64_t>();
+  const Json given = Json::array({channels, size, size});
+  if (shape == given) return;
+  const toml::node* at = root.at_path("model.input_shape").node();
+  fail(at != nullptr ? at->source().begin : toml::source_position{1, 1},
+       fmt::format("[model] 'input_shape' = {}, but [data] gives {} images of {}; hint: set [data] resize = {} {}"
+                   "(and mean and std to what the network was trained with)",
+                   shape.dump(), dataset, given.dump(), shape[1].get<int64_t>(),
+                   shape[0].get<int64_t>() == 3 && channels == 1 ? "and rgb = true " : ""));
+}
+
+/// [data] mean and std: both or neither, one value each per channel, each std positive, each mean in [0, 1].
+void SpecParser::check_normalisation(const toml::table& table, const Json& data) const {
+  const Json& mean = data["mean"];
+  const Json& deviation = data["std"];
+  const toml::node* mean_node = table.get("mean");
+  const toml::node* std_node = table.get("std");
+  if (mean.empty() && deviation.empty()) return;
+  if (mean.size() != deviation.size()) {
+    fail((mean_node != nullptr ? mean_node : std_node)->source().begin,
+         fmt::format("[data] 'mean' = {} and 'std' = {} need the same number of values, one per channel",
+                     mean.dump(), deviation.dump()));
+  }
+  for (size_t i = 0; i < mean.size(); ++i) {
+    if (mean[i].get<double>() < 0 || mean[i].get<double>() > 1) {
+      fail(mean_node->source().begin,
+           fmt::format("[data] 'mean' = {}: each value is in [0, 1] units, got {}", mean.dump(), mean[i].dump()));
+    }
+    if (!(deviation[i].get<double>() > 0)) {
+      fail(std_node->source().begin,
+           fmt::format("[data] 'std' = {}: each value must be positive, got {}", deviation.dump(), deviation[i].dump()));
+    }
+  }
 }
 
 /// [data] classes, when given: at least 2 class indices, each once and within the dataset's classes.
@@ -640,6 +729,7 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
     if (name == "data") {
       check_data(*table, sections[name]);
       check_classes(*table, sections[name]);
+      check_normalisation(*table, sections[name]);
     }
     if (name == "baseline") check_init(*table, sections[name]);
     if (name == "objectives") objectives = read_objectives(*table);
@@ -651,6 +741,7 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
   if (!have_experiment) {
     fail({1, 1}, "missing [experiment] section: every spec needs [experiment] with a name");
   }
+  check_model_input(root, sections["model"], sections["data"]);
 
   ExperimentSpec spec;
   spec.path = source_name_;

@@ -274,7 +274,7 @@ TEST(Spec, UnreadableFileIsAnInputError) {
 TEST(SpecErrors, UnknownKeyInSection) {
   EXPECT_EQ(error_of(kHead + "[data]\n  foo = 1\n"),
             "x.toml:4:3: unknown key 'foo' in [data] (known keys: dataset, path, train_subset, test_subset, "
-            "val_fraction, augment, image_size, channels, test_fraction, classes)");
+            "val_fraction, augment, image_size, channels, test_fraction, classes, resize, rgb, mean, std)");
 }
 
 TEST(SpecErrors, UnknownKeyInExperimentThroughADottedKey) {
@@ -333,7 +333,7 @@ TEST(SpecErrors, UnknownChoice) {
             "x.toml:4:13: [baseline] 'optimizer' is \"adamw\", expected one of: sgd, adam");
   EXPECT_EQ(error_of(kHead + "[model]\narch = [\"resnet8\", \"resnet50\"]\n"),
             "x.toml:4:20: [model] 'arch' is \"resnet50\", expected one of: small-cnn, vgg, resnet8, resnet20, "
-            "mobilenetv2, custom");
+            "mobilenetv2, custom, torchscript");
 }
 
 /// The stage list error messages give: every known stage, sorted, comma-separated.
@@ -558,6 +558,56 @@ TEST(Spec, ConfigsWithoutClassesOrInitKeepTheirFormAndHash) {
                                      "val_fraction = 0.05\n[model]\narch = \"resnet20\"\n[baseline]\nepochs = 10\n"
                                      "lr = 0.1\nbatch_size = 128\n"),
             "cea9272a68def63e9165d0314aaf7d1e4d66229235169afc1ebbfd515687febf");
+}
+
+TEST(SpecErrors, TorchScriptModels) {
+  const std::filesystem::path folder = std::filesystem::path(testing::TempDir()) / "edgesweep_spec_torchscript";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "net.pt") << "an archive";
+  const std::string path = (folder / "net.pt").string();
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"torchscript\"\n"),
+            "x.toml:4:8: [model] arch = \"torchscript\" needs 'path', the TorchScript archive of your network; hint: "
+            "scripts/torchvision-model writes one for a torchvision network");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"torchscript\"\npath = \"gone.pt\"\ninput_shape = [1, 28, 28]\n"),
+            "x.toml:5:8: [model] 'path' = \"gone.pt\" is not an existing file (relative paths are read from the "
+            "working folder)");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"torchscript\"\npath = \"" + path + "\"\ninput_shape = [28, 28]\n"),
+            "x.toml:6:15: [model] arch = \"torchscript\" needs 'input_shape' = [C, H, W] of three positive sizes, got "
+            "[28,28]");
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"resnet8\"\npath = \"" + path + "\"\n"),
+            "x.toml:5:8: [model] 'path' is for arch = \"torchscript\" only (arch is \"resnet8\")");
+  // The data must give what the network takes; the hint says how.
+  EXPECT_EQ(error_of(kHead + "[model]\narch = \"torchscript\"\npath = \"" + path + "\"\ninput_shape = [3, 64, 64]\n"),
+            "x.toml:6:15: [model] 'input_shape' = [3,64,64], but [data] gives fashion-mnist images of [1,28,28]; hint: "
+            "set [data] resize = 64 and rgb = true (and mean and std to what the network was trained with)");
+  const ExperimentSpec fits = parse_spec_string(
+      kHead + "[data]\nresize = 64\nrgb = true\n[model]\narch = \"torchscript\"\npath = \"" + path +
+          "\"\ninput_shape = [3, 64, 64]\n",
+      "x.toml");
+  EXPECT_EQ(fits.base_trial["model"]["path_sha256"], sha256_hex("an archive"));
+  EXPECT_EQ(fits.base_trial["model"]["input_shape"], Json({3, 64, 64}));
+  EXPECT_EQ(fits.base_trial["data"]["resize"], 64);
+  EXPECT_EQ(fits.base_trial["data"]["rgb"], true);
+  // The archive's content is part of the baseline hash.
+  const std::string text = kHead + "[data]\nresize = 64\nrgb = true\n[model]\narch = \"torchscript\"\npath = \"" +
+                           path + "\"\ninput_shape = [3, 64, 64]\n";
+  const std::string before = baseline_hash_of(text);
+  std::ofstream(folder / "net.pt") << "another archive";
+  EXPECT_NE(baseline_hash_of(text), before);
+  std::filesystem::remove_all(folder);
+}
+
+TEST(SpecErrors, DataNormalisation) {
+  EXPECT_EQ(error_of(kHead + "[data]\nmean = [0.5]\n"),
+            "x.toml:4:8: [data] 'mean' = [0.5] and 'std' = [] need the same number of values, one per channel");
+  EXPECT_EQ(error_of(kHead + "[data]\nmean = [128.0]\nstd = [0.5]\n"),
+            "x.toml:4:8: [data] 'mean' = [128.0]: each value is in [0, 1] units, got 128.0");
+  EXPECT_EQ(error_of(kHead + "[data]\nmean = [0.5]\nstd = [0.0]\n"),
+            "x.toml:5:7: [data] 'std' = [0.0]: each value must be positive, got 0.0");
+  const ExperimentSpec spec = parse_spec_string(kHead + "[data]\nmean = [0.5]\nstd = [0.25]\n", "x.toml");
+  EXPECT_EQ(spec.base_trial["data"]["mean"], Json({0.5}));
+  EXPECT_FALSE(parse_spec_string(kExample, "x.toml").base_trial["data"].contains("resize"));
+  EXPECT_FALSE(parse_spec_string(kExample, "x.toml").base_trial["model"].contains("path"));
 }
 
 // A key added after stores exist (prune's `regrow`) stays out of a config that leaves it out, so the trials of an

@@ -401,6 +401,41 @@ TEST_F(ClassSubsets, FashionMnistKeepsExactlyTheListedClassesRelabelled) {
   EXPECT_NE(all.id, d.id);
 }
 
+TEST(TransformImages, ResizesAndReplicatesGreyToThreeChannels) {
+  // A 4 x 4 grey image of a constant, and one with a left half dark and a right half light.
+  auto images = torch::full({2, 1, 4, 4}, 100, torch::kUInt8);
+  images[1].narrow(2, 2, 2).fill_(200);
+  const Dataset data{images, torch::tensor({3, 7}, torch::kInt64)};
+  const Dataset out = transform_images(data, 8, true);
+  ASSERT_EQ(out.images.sizes(), (std::vector<int64_t>{2, 3, 8, 8}));
+  EXPECT_EQ(out.images.scalar_type(), torch::kUInt8);
+  EXPECT_TRUE(torch::equal(out.labels, data.labels));
+  EXPECT_TRUE(torch::equal(out.images[0], torch::full({3, 8, 8}, 100, torch::kUInt8))) << "a constant stays constant";
+  EXPECT_TRUE(torch::equal(out.images[1][0], out.images[1][2])) << "the channels are copies";
+  EXPECT_EQ(out.images[1][0][0][0].item<int>(), 100);
+  EXPECT_EQ(out.images[1][0][0][7].item<int>(), 200);
+  EXPECT_TRUE(torch::equal(transform_images(data, 0, false).images, images)) << "nothing asked, nothing done";
+  EXPECT_EQ(transform_images(data, 2, false).images.sizes(), (std::vector<int64_t>{2, 1, 2, 2}));
+}
+
+TEST_F(ClassSubsets, ResizeRgbAndGivenNormalisationReachTheSplits) {
+  DataConfig config = fake_fashion_mnist(folder_ / "fmnist", {});
+  config.resize = 12;
+  config.rgb = true;
+  config.mean = {0.1, 0.2, 0.3};
+  config.std = {0.5, 0.5, 0.5};
+  const DataSplits d = load_data(config, 3);
+  EXPECT_EQ(d.input_shape, (Shape{3, 12, 12, false}));
+  for (const Dataset* split : {&d.train, &d.val, &d.test}) {
+    if (split->size() > 0) EXPECT_EQ(split->images.sizes().slice(1).vec(), (std::vector<int64_t>{3, 12, 12}));
+  }
+  EXPECT_EQ(d.mean, config.mean);
+  EXPECT_EQ(d.std, config.std);
+  config.mean = {0.1};
+  config.std = {0.5};
+  expect_error<InputError>([&] { load_data(config, 3); }, {"[data] mean [0.1] and std [0.5]", "the images have 3"});
+}
+
 TEST_F(ClassSubsets, SplitsAndSubsetsTakeTheirShareOfTheKeptImages) {
   // Any order: 9 -> 0, 2 -> 1. 12 + 5 training images are kept, 10 + 3 test images.
   const std::vector<int64_t> classes = {9, 2};

@@ -256,5 +256,26 @@ TEST_F(GraphModuleOps, ParametersAreNamedAfterTheirNodes) {
   EXPECT_TRUE(torch::equal(a->bias(1), torch::zeros({4})));
 }
 
+TEST_F(GraphModuleOps, CloneIsDeepAndComputesTheSame) {
+  GraphModule model = make_module(Shape{2, 6, 6, false}, R"([{"op": "conv", "out": 3}, {"op": "batchnorm"},
+      {"op": "relu"}, {"op": "flatten"}, {"op": "linear", "out": 4}])");
+  model->eval();
+  {
+    torch::NoGradGuard no_grad;
+    model->running_mean(2).normal_();
+  }
+  GraphModule copy = clone_graph_module(model);
+  EXPECT_FALSE(copy->is_training());
+  const auto x = torch::randn({2, 2, 6, 6});
+  EXPECT_TRUE(exactly_equal(copy->forward(x), model->forward(x)));
+  {
+    torch::NoGradGuard no_grad;
+    copy->weight(1).zero_();
+    copy->running_mean(2).zero_();
+  }
+  EXPECT_FALSE(torch::equal(copy->weight(1), model->weight(1))) << "the copy holds its own tensors";
+  EXPECT_FALSE(torch::equal(copy->running_mean(2), model->running_mean(2))) << "and its own buffers";
+}
+
 }  // namespace
 }  // namespace edgesweep

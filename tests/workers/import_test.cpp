@@ -12,7 +12,9 @@
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/workers/baseline_init.h"
 #include "edgesweep/workers/compress/channel_groups.h"
+#include "edgesweep/workers/compress/distill.h"
 #include "edgesweep/workers/compress/prune.h"
 #include "edgesweep/workers/compress/quantize.h"
 #include "edgesweep/workers/import_torchscript.h"
@@ -203,6 +205,27 @@ TEST(ImportAnalysis, CouplingThroughGatesSplitsAndShuffles) {
   int slices = 0;
   for (const Node& node : shufflenet.nodes) slices += node.op == OpKind::Slice ? 1 : 0;
   EXPECT_GT(slices, 0) << "chunk(2, dim=1) becomes slices";
+}
+
+TEST(ImportArchives, BaselineInitAndTeacherAcceptAnyArchiveThatImports) {
+  torch::set_num_threads(1);
+  const Shape input{3, 32, 32, false};
+  GraphModule imported = import_torchscript(kModels / "vgg-bn-scripted.pt", input).model;
+  torch::manual_seed(3);
+  GraphModule fresh(imported->graph());  // the same network with random weights
+  // The traced form of the same network: no edgesweep graph in it, imported to the same IR.
+  initialize_from_archive(fresh, kModels / "vgg-bn-traced.pt");
+  fresh->eval();
+  const torch::Tensor x = torch::randn({2, 3, 32, 32});
+  torch::NoGradGuard no_grad;
+  const torch::Tensor expected = imported->forward(x);
+  EXPECT_TRUE(torch::equal(fresh->forward(x), expected));
+  GraphModule teacher = load_teacher((kModels / "vgg-bn-traced.pt").string(), imported, "distill");
+  teacher->eval();
+  EXPECT_TRUE(torch::equal(teacher->forward(x), expected));
+  // Another network does not fit.
+  expect_error<InputError>([&] { initialize_from_archive(fresh, kModels / "vgg-traced.pt"); },
+                           {"[baseline] 'init'", "another network"});
 }
 
 TEST(ImportErrors, UnsupportedOperatorIsNamedWithItsSchemaAndSourceLine) {

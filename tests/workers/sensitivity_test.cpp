@@ -58,13 +58,9 @@ TEST(Sensitivity, RecordsTheDropOfEachLayerAloneAndLeavesTheModel) {
   const double reference = evaluate_accuracy(model, data.val, data.mean, data.std, 256);
   EXPECT_EQ(metric(metrics, "sensitivity_val_accuracy"), reference);
   // fc1 at 0.9, by hand: zero its 90% smallest weights in a copy and measure.
-  GraphModule copy(model->graph());
+  GraphModule copy = clone_graph_module(model);
   {
     torch::NoGradGuard no_grad;
-    const auto source = model->named_parameters();
-    for (auto& p : copy->named_parameters()) p.value().copy_(source[p.key()]);
-    const auto buffers = model->named_buffers();
-    for (auto& b : copy->named_buffers()) b.value().copy_(buffers[b.key()]);
     const WeightMasks all = magnitude_masks(copy, 0.9, false);
     for (size_t i = 0; i < all.nodes.size(); ++i) {
       if (copy->graph().nodes[all.nodes[i]].name == "fc1") copy->weight(all.nodes[i]).mul_(all.masks[i]);

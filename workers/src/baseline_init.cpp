@@ -8,6 +8,7 @@
 
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/hash.h"
+#include "edgesweep/workers/import_torchscript.h"
 #include "edgesweep/workers/torchscript.h"
 
 namespace edgesweep {
@@ -89,14 +90,14 @@ void initialize_from_archive(GraphModule& model, const fs::path& path, const std
               "{} is an {} model (its {} says so); a baseline starts from a float archive: a baseline or a trial's "
               "artifact without a quantize stage",
               where, precision, kMetadataFile);
+  const Graph& built = model->graph();
   LoadedModel loaded;
   try {
-    loaded = load_graph_module(path);
+    loaded = load_or_import(path, built.input().shape);  // an edgesweep archive, or any network that imports
   } catch (const std::exception& e) {
-    throw InputError(fmt::format("{} is not an edgesweep archive: {}", where, e.what()));
+    throw InputError(fmt::format("{} is neither an edgesweep archive nor a network that imports: {}", where, e.what()));
   }
 
-  const Graph& built = model->graph();
   const int head = classifier_head(built);
   check_same_network(loaded.model->graph(), built, head, where);
   // A head with other outputs, or whose outputs meant other classes, keeps the built model's (seeded)

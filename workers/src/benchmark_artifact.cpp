@@ -189,6 +189,11 @@ Json measure_accuracy(torch::jit::Module& module, const Json& spec, const Json& 
   if (limit > 0 && limit < set.data.size()) {
     set.data = set.data.select(torch::arange(limit, torch::kInt64));
   }
+  const int64_t resize = request_value<int64_t>(spec, "resize", 0);
+  const bool rgb = request_value<bool>(spec, "rgb", false);
+  check_input(resize >= 0 && resize <= 4096, "benchmark request: 'dataset' 'resize' must be in [0, 4096], got {}",
+              resize);
+  if (resize > 0 || rgb) set.data = transform_images(set.data, resize, rgb);
   const Dataset& data = set.data;
   check_input(data.size() > 0, "benchmark: the evaluation set '{}' in '{}' is empty", id, path);
   check_input(data.images.size(1) == shape[0] && data.images.size(2) == shape[1] && data.images.size(3) == shape[2],

@@ -85,6 +85,27 @@ Dataset Dataset::select(const torch::Tensor& indices) const {
   return Dataset{images.index_select(0, indices), labels.index_select(0, indices)};
 }
 
+Dataset transform_images(const Dataset& data, int64_t size, bool rgb) {
+  Dataset out = data;
+  if (rgb) {
+    check_input(data.images.size(1) == 1 || data.images.size(1) == 3, "rgb: images have {} channels, not 1 or 3",
+                data.images.size(1));
+    if (data.images.size(1) == 1) out.images = data.images.expand({-1, 3, -1, -1}).contiguous();
+  }
+  if (size > 0 && (out.images.size(2) != size || out.images.size(3) != size) && out.images.size(0) > 0) {
+    // In slices, so a large set never holds all of its float copies at once.
+    std::vector<torch::Tensor> parts;
+    for (int64_t start = 0; start < out.images.size(0); start += 1024) {
+      const auto slice = out.images.narrow(0, start, std::min<int64_t>(1024, out.images.size(0) - start));
+      const auto resized = at::_upsample_bilinear2d_aa(slice.to(torch::kFloat32), at::IntArrayRef{size, size},
+                                                       /*align_corners=*/false);
+      parts.push_back(resized.round().clamp(0, 255).to(torch::kUInt8));
+    }
+    out.images = torch::cat(parts, 0);
+  }
+  return out;
+}
+
 Dataset select_classes(const Dataset& data, const std::vector<int64_t>& classes) {
   if (data.size() == 0) return data;
   int64_t largest = data.labels.max().item<int64_t>();
@@ -258,10 +279,23 @@ DataSplits load_data(const DataConfig& config, uint64_t seed) {
     const auto test_order = torch::randperm(splits.test.size(), gen);
     splits.test = splits.test.select(test_order.narrow(0, 0, config.test_subset));
   }
+  if (config.resize > 0 || config.rgb) {
+    splits.train = transform_images(splits.train, config.resize, config.rgb);
+    splits.val = transform_images(splits.val, config.resize, config.rgb);
+    splits.test = transform_images(splits.test, config.resize, config.rgb);
+  }
   const auto& im = splits.train.images;
   splits.input_shape = Shape{im.size(1), im.size(2), im.size(3), false};
-  splits.mean = channel_stat(im, false);
-  splits.std = channel_stat(im, true);
+  if (!config.mean.empty()) {
+    check_input(config.mean.size() == static_cast<size_t>(im.size(1)) && config.std.size() == config.mean.size(),
+                "[data] mean {} and std {} need one value per channel: the images have {}",
+                Json(config.mean).dump(), Json(config.std).dump(), im.size(1));
+    splits.mean = config.mean;
+    splits.std = config.std;
+  } else {
+    splits.mean = channel_stat(im, false);
+    splits.std = channel_stat(im, true);
+  }
   for (double& s : splits.std) s = std::max(s, 1e-3);
   const auto test_bytes = splits.test.images.contiguous();
   const std::string digest = sha256_hex(std::string_view(reinterpret_cast<const char*>(test_bytes.data_ptr<uint8_t>()),

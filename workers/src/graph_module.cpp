@@ -158,4 +158,15 @@ torch::Tensor GraphModuleImpl::forward(const torch::Tensor& input) {
   return values[n - 1];
 }
 
+GraphModule clone_graph_module(const GraphModule& model) {
+  GraphModule copy(model->graph());
+  torch::NoGradGuard no_grad;
+  const auto parameters = model->named_parameters();
+  for (auto& p : copy->named_parameters()) p.value().copy_(parameters[p.key()]);
+  const auto buffers = model->named_buffers();
+  for (auto& b : copy->named_buffers()) b.value().copy_(buffers[b.key()]);
+  copy->train(model->is_training());
+  return copy;
+}
+
 }  // namespace edgesweep

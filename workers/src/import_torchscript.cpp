@@ -15,13 +15,18 @@
 #include <set>
 #include <unordered_map>
 
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/passes/freeze_module.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <spdlog/spdlog.h>
+
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/hash.h"
+#include "edgesweep/workers/compress/channel_groups.h"
 
 namespace edgesweep {
 namespace {
@@ -788,6 +793,97 @@ ImportedModel import_torchscript(const std::filesystem::path& path, const Shape&
               path.string(), check_result.max_abs_difference, check_result.output_scale,
               check_result.relative_difference(), kImportTolerance);
   return imported;
+}
+
+LoadedModel load_or_import(const std::filesystem::path& path, const Shape& input) {
+  bool has_graph = false;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path.string());
+    has_graph = reader.hasRecord(std::string("extra/") + kGraphFile);
+  } catch (const c10::Error& e) {
+    throw InputError(fmt::format("'{}' is not a TorchScript archive ({})", path.string(), e.what_without_backtrace()));
+  }
+  if (has_graph) return load_graph_module(path);
+  LoadedModel loaded;
+  loaded.model = import_torchscript(path, input).model;
+  loaded.metadata = Json::object();
+  return loaded;
+}
+
+std::string describe_import(const std::filesystem::path& path, const ImportedModel& imported) {
+  const Graph& graph = imported.model->graph();
+  const ImportCheck& c = imported.check;
+  std::string text = fmt::format(
+      "  imported {}: {} layers, {} parameters, {} MACs, {} outputs; max |difference| from the archive {:.3g} over "
+      "{} random batches (output scale {:.3g}, relative {:.3g})\n",
+      path.string(), graph.nodes.size(), count_params(graph), count_macs(graph), graph.output().shape.channels,
+      c.max_abs_difference, c.inputs, c.output_scale, c.relative_difference());
+  const ChannelAnalysis analysis = analyze_channel_groups(graph);
+  std::vector<std::string> prunable, whole;
+  for (const ChannelGroup& group : analysis.groups) {
+    const std::string name = graph.nodes[group.producers.front()].name;
+    if (group.prunable) {
+      prunable.push_back(fmt::format("{} ({}{})", name, group.size(),
+                                     group.producers.size() > 1 ? fmt::format(", {} producers", group.producers.size())
+                                                                : std::string()));
+    } else {
+      whole.push_back(fmt::format("    {} ({} channels): {}", name, group.size(), group.fixed_reason));
+    }
+  }
+  text += fmt::format("  prunable channel groups ({}): {}\n", prunable.size(),
+                      prunable.empty() ? std::string("none") : fmt::to_string(fmt::join(prunable, ", ")));
+  text += fmt::format("  channel groups left whole ({}):\n", whole.size());
+  for (const std::string& line : whole) text += line + "\n";
+  return text;
+}
+
+GraphModule import_model(const ModelConfig& config, const Shape& input, int64_t classes) {
+  const std::string where = fmt::format("[model] 'path' = \"{}\"", config.path);
+  check_input(std::filesystem::is_regular_file(config.path), "{} is not an existing file", where);
+  if (!config.path_sha256.empty()) {
+    const std::string sha = sha256_file(config.path);
+    check_input(sha == config.path_sha256,
+                "{} has sha256 {} now, but {} when the experiment was read: the file changed; run the experiment "
+                "again so that its baseline hash names this file",
+                where, sha, config.path_sha256);
+  }
+  const Shape declared = config.input_shape.size() == 3
+                             ? Shape{config.input_shape[0], config.input_shape[1], config.input_shape[2], false}
+                             : Shape{};
+  check_input(declared == input,
+              "[model] input_shape is {}, but the data gives images of {}; hint: set [data] resize, channels, mean "
+              "and std so the data matches the network, or input_shape to what the network was made for",
+              declared.to_string(), input.to_string());
+  ImportedModel imported = import_torchscript(config.path, input);
+  spdlog::info("imported '{}': {} layers, {} parameters, {} MACs, max |difference| from the archive {:.3g} "
+               "(output scale {:.3g})",
+               config.path, imported.model->graph().nodes.size(), count_params(imported.model->graph()),
+               count_macs(imported.model->graph()), imported.check.max_abs_difference, imported.check.output_scale);
+  const Graph& graph = imported.model->graph();
+  if (graph.output().shape.channels == classes) return imported.model;
+
+  // Another number of classes: a fresh classifier head, every other tensor as imported.
+  const Node& last = graph.output();
+  check_input(last.op == OpKind::Linear,
+              "{}: the network gives {} outputs and the data has {} classes, and its last layer is a {}, not a "
+              "linear layer that could be replaced",
+              where, last.shape.channels, classes, op_name(last.op));
+  Graph resized = graph;
+  resized.nodes.back().out = classes;
+  resized.num_classes = classes;
+  infer_shapes(resized);
+  GraphModule model(resized);
+  torch::NoGradGuard no_grad;
+  const auto parameters = imported.model->named_parameters(false);
+  for (auto& p : model->named_parameters(false)) {
+    if (p.key().rfind(last.name + "_", 0) != 0) p.value().copy_(parameters[p.key()]);
+  }
+  const auto buffers = imported.model->named_buffers(false);
+  for (auto& b : model->named_buffers(false)) b.value().copy_(buffers[b.key()]);
+  spdlog::info("'{}': its {} outputs replaced by a fresh linear head for {} classes", config.path,
+               last.shape.channels, classes);
+  model->eval();
+  return model;
 }
 
 }  // namespace edgesweep

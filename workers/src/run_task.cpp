@@ -12,6 +12,7 @@
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/hash.h"
 #include "edgesweep/workers/baseline_init.h"
+#include "edgesweep/workers/import_torchscript.h"
 #include "edgesweep/workers/compress/compressed_size.h"
 #include "edgesweep/workers/compress/quantize.h"
 #include "edgesweep/workers/measure_latency.h"
@@ -230,8 +231,10 @@ void run_baseline(const Task& task, TaskResult& result) {
   if (take_cached_baseline(task, result)) return;
   const auto data = load_data_cached(task.config.data, task.config.seed);
   torch::manual_seed(task.config.seed);
-  GraphModule model(build_model(task.config.model, data->input_shape,
-                                static_cast<int64_t>(data->class_names.size())));
+  const auto classes = static_cast<int64_t>(data->class_names.size());
+  GraphModule model = task.config.model.arch == "torchscript"
+                          ? import_model(task.config.model, data->input_shape, classes)
+                          : GraphModule(build_model(task.config.model, data->input_shape, classes));
   const BaselineConfig& baseline = task.config.baseline;
   if (!baseline.init.empty()) {
     initialize_from_archive(model, baseline.init, baseline.init_sha256, data->class_names);
@@ -267,8 +270,7 @@ void run_trial(const Task& task, TaskResult& result) {
   LoadedModel baseline = load_graph_module(baseline_path);
   const double baseline_accuracy = baseline.metadata.value("test_accuracy", -1.0);
   // Trials start from a copy of the baseline, which stays untouched as the teacher.
-  LoadedModel start = load_graph_module(baseline_path);
-  GraphModule model = start.model;
+  GraphModule model = clone_graph_module(baseline.model);
   std::vector<Metric> metrics;
   StageContext context{*data, task.config, baseline.model, 0, 0, &metrics};
   check_quantize_pipeline(task.config);  // before any stage trains

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/workers/import_torchscript.h"
 #include "edgesweep/workers/torchscript.h"
 #include "edgesweep/workers/trainer.h"
 
@@ -69,7 +70,8 @@ GraphModule load_teacher(const std::string& teacher, const GraphModule& baseline
               "{}: 'teacher' = \"{}\" is neither baseline nor an existing file", stage, teacher);
   LoadedModel loaded;
   try {
-    loaded = load_graph_module(path);
+    // An edgesweep archive, or any TorchScript network that imports for the student's input.
+    loaded = baseline.is_empty() ? load_graph_module(path) : load_or_import(path, baseline->graph().input().shape);
   } catch (const std::exception& e) {
     throw InputError(fmt::format("{}: 'teacher' = \"{}\" cannot be used as a teacher: {}", stage, teacher, e.what()));
   }

@@ -14,17 +14,6 @@ namespace {
 
 constexpr const char* kPrefix = "sensitivity/";
 
-/// A deep copy of `model` (parameters and buffers), so pruning the copy leaves the original alone.
-GraphModule copy_model(const GraphModule& model) {
-  GraphModule copy(model->graph());
-  torch::NoGradGuard no_grad;
-  const auto source = model->named_parameters();
-  for (auto& p : copy->named_parameters()) p.value().copy_(source[p.key()]);
-  const auto buffers = model->named_buffers();
-  for (auto& b : copy->named_buffers()) b.value().copy_(buffers[b.key()]);
-  copy->eval();
-  return copy;
-}
 
 std::string group_name(const Graph& graph, const ChannelGroup& group) {
   return graph.nodes[group.producers.front()].name;
@@ -63,7 +52,8 @@ GraphModule sensitivity_stage(GraphModule model, const StageConfig& stage, Stage
   if (method == "magnitude") {
     for (int node : prunable_layers(graph)) {
       for (double ratio : ratios) {
-        GraphModule pruned = copy_model(model);
+        GraphModule pruned = clone_graph_module(model);
+        pruned->eval();
         apply_masks(pruned, magnitude_masks_per_layer(pruned, {{graph.nodes[node].name, ratio}}));
         record(graph.nodes[node].name, ratio, accuracy(pruned));
       }

@@ -22,12 +22,19 @@ struct DataConfig {
   double test_fraction = 0.2;  ///< imagefolder only
   /// Classes kept, as indices into the dataset's classes, relabelled 0..n-1 in this order; empty: all classes.
   std::vector<int64_t> classes;
+  int64_t resize = 0;        ///< images resized to resize x resize (bilinear); 0: as the dataset has them
+  bool rgb = false;          ///< grey images replicated to three channels
+  std::vector<double> mean;  ///< per channel, in [0, 1] units; empty: the training split's own
+  std::vector<double> std;
 };
 
 struct ModelConfig {
   std::string arch = "small-cnn";
   double width = 1.0;
   Json layers = Json::array();  ///< inline layers for arch = "custom"
+  std::string path;             ///< arch = "torchscript": the archive imported
+  std::string path_sha256;      ///< sha256 of `path` when the experiment was read (enters the baseline hash)
+  std::vector<int64_t> input_shape;  ///< arch = "torchscript": [C, H, W] the network takes
 };
 
 struct TrainConfig {
@@ -63,12 +70,13 @@ struct TrialConfig {
   std::vector<StageConfig> pipeline;
 };
 
-/// Keys added after the first stores were written (DataConfig's `classes`, BaselineConfig's `init` and
-/// `init_sha256`) are written only when set and read as unset when missing: configs that do not use them keep the JSON
+/// Keys added after the first stores were written (DataConfig's `classes`, `resize`, `rgb`, `mean` and `std`, BaselineConfig's `init` and
+/// `init_sha256`, ModelConfig's `path`, `path_sha256` and `input_shape`) are written only when set and read as unset when missing: configs that do not use them keep the JSON
 /// form and the hashes they had before, so cached baselines and recorded trials stay valid.
 void to_json(Json& j, const DataConfig& c);
 void from_json(const Json& j, DataConfig& c);
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ModelConfig, arch, width, layers)
+void to_json(Json& j, const ModelConfig& c);
+void from_json(const Json& j, ModelConfig& c);
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TrainConfig, epochs, lr, optimizer, momentum, nesterov, weight_decay, batch_size,
                                    lr_schedule, step_size, gamma)
 void to_json(Json& j, const BaselineConfig& c);

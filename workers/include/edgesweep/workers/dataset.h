@@ -55,6 +55,10 @@ Dataset read_image_folder(const std::filesystem::path& root, int64_t size, int64
 /// (classes[k] becomes label k).
 Dataset select_classes(const Dataset& data, const std::vector<int64_t>& classes);
 
+/// The images resized to `size` x `size` (bilinear, antialiased when shrinking; 0 keeps the size) and, with `rgb`,
+/// grey images replicated to three channels; still uint8. Labels are shared.
+Dataset transform_images(const Dataset& data, int64_t size, bool rgb);
+
 /// Loads the dataset of `config` and makes the train/val/test splits and subsets, deterministic in `seed`. In this
 /// order: `classes` (when given) keeps only those classes in the training and test images, relabelled, with their
 /// names; then `val_fraction` of the kept training images is held out, `train_subset` caps the rest and

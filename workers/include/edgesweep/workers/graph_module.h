@@ -43,4 +43,8 @@ class GraphModuleImpl : public torch::nn::Module {
 };
 TORCH_MODULE(GraphModule);
 
+/// A deep copy of `model`: the same graph, its own copies of every parameter and buffer, the same training mode
+/// (the transforms are not copied).
+GraphModule clone_graph_module(const GraphModule& model);
+
 }  // namespace edgesweep

@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "edgesweep/common/trial_config.h"
 #include "edgesweep/workers/graph_module.h"
+#include "edgesweep/workers/torchscript.h"
 
 namespace edgesweep {
 
@@ -39,5 +41,19 @@ const std::vector<std::string>& importable_operators();
 /// operator that failed), an unsupported operator (its name, schema and source line, and the supported list), or
 /// outputs that differ by more than kImportTolerance of their scale.
 ImportedModel import_torchscript(const std::filesystem::path& path, const Shape& input, int64_t num_classes = 0);
+
+/// An archive as a trainable model: an edgesweep archive (with its graph) loaded as it is, any other TorchScript
+/// archive imported for an input of `input` shape (metadata empty). For `[baseline] init` and distillation teachers.
+LoadedModel load_or_import(const std::filesystem::path& path, const Shape& input);
+
+/// What `edgesweep validate` says of an import: layers, parameters, MACs, the check against the archive, the
+/// prunable channel groups with their sizes, and the groups left whole with the reason.
+std::string describe_import(const std::filesystem::path& path, const ImportedModel& imported);
+
+/// The network of `[model] arch = "torchscript"` for data of `input` shape and `classes` classes: the archive at
+/// config.path (checked to be the file the experiment read, by sha256, and to take `input`), imported; when its
+/// classifier has another number of outputs, its last linear layer is replaced by a fresh one for `classes`
+/// (initialised from LibTorch's global generator: seed it first). Throws InputError naming the file and the keys.
+GraphModule import_model(const ModelConfig& config, const Shape& input, int64_t classes);
 
 }  // namespace edgesweep
