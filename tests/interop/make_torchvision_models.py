@@ -30,8 +30,9 @@ CLASSES = 10
 
 
 class UserNet(nn.Module):
-    """What a hand-written network has: grouped and dilated convolutions, pools with padding and ceil mode, a
-    squeeze-excitation gate written with mean and broadcasting, several activations, view to 2-D, addmm, dropout."""
+    """What a hand-written network has: grouped and dilated convolutions, pools with padding and ceil mode,
+    squeeze-excitation gates written with mean and broadcasting and with linear layers and view, several activations,
+    view to 2-D, addmm, dropout."""
 
     def __init__(self):
         super().__init__()
@@ -41,6 +42,8 @@ class UserNet(nn.Module):
         self.dilated = nn.Conv2d(16, 24, 3, padding=2, dilation=2)
         self.gate = nn.Conv2d(24, 24, 1)
         self.side = nn.Conv2d(16, 24, 1)
+        self.squeeze = nn.Linear(24, 8)
+        self.excite = nn.Linear(8, 24)
         self.fc_weight = nn.Parameter(torch.randn(32, 24 * 5 * 5) * 0.05)
         self.fc_bias = nn.Parameter(torch.randn(32) * 0.1)
         self.head = nn.Linear(32, CLASSES)
@@ -53,6 +56,8 @@ class UserNet(nn.Module):
         s = torch.sigmoid(self.gate(z.mean([2, 3], keepdim=True)))  # [N, 24, 1, 1]
         z = z * s + self.side(x)
         z = F.gelu(z)
+        g = torch.sigmoid(self.excite(torch.relu(self.squeeze(F.adaptive_avg_pool2d(z, 1).flatten(1)))))
+        z = z * g.view(g.size(0), -1, 1, 1)                          # a gate made by linear layers
         z = F.avg_pool2d(z, 3, 2, padding=1, count_include_pad=False)
         z = z.view(z.size(0), -1)
         z = F.dropout(z, 0.3, self.training)

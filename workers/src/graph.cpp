@@ -23,6 +23,7 @@ constexpr OpEntry kOps[] = {
     {OpKind::Hardsigmoid, "hardsigmoid"}, {OpKind::Silu, "silu"},   {OpKind::Sigmoid, "sigmoid"},
     {OpKind::Tanh, "tanh"},         {OpKind::Gelu, "gelu"},         {OpKind::LeakyRelu, "leaky_relu"},
     {OpKind::Mul, "mul"},           {OpKind::Slice, "slice"},       {OpKind::ChannelShuffle, "channel_shuffle"},
+    {OpKind::Unflatten, "unflatten"},
 };
 
 bool is_identifier(const std::string& name) {
@@ -230,6 +231,10 @@ void infer_shapes(Graph& graph) {
         break;
       case OpKind::Flatten:
         out = Shape{in.numel(), 1, 1, true};
+        break;
+      case OpKind::Unflatten:
+        check_input(in.flat, "layer '{}' (unflatten) needs a flat input, got {}", node.name, in.to_string());
+        out = Shape{in.channels, 1, 1, false};
         break;
       case OpKind::Add:
         out = broadcast_shape(graph, node);

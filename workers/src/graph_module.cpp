@@ -145,6 +145,9 @@ torch::Tensor GraphModuleImpl::forward(const torch::Tensor& input) {
       case OpKind::Flatten:
         y = torch::flatten(x, 1);
         break;
+      case OpKind::Unflatten:
+        y = x.reshape({-1, node.shape.channels, 1, 1});
+        break;
       case OpKind::Dropout:
         y = torch::dropout(x, node.p, training);
         break;

@@ -604,6 +604,8 @@ class Walker {
       n.offset = std::clamp<int64_t>(start, 0, sizes[1]);
       n.out = result.size(1);
       emit(node, n, {x.node}, out);
+    } else if ((op == "aten::add" || op == "aten::mul") && !args[0].isTensor()) {
+      // list + list, list * n: a container of the same activations, nothing to emit
     } else if (op == "aten::add" || op == "aten::mul") {
       const bool add = op == "aten::add";
       if (find(args[1]) == nullptr) {
@@ -636,34 +638,36 @@ class Walker {
   void reshape(const jit::Node* node, const std::vector<IValue>& args, const IValue& out) {
     const Activation* found = find(args[0]);
     EDGESWEEP_ASSERT(found != nullptr);
-    const Activation* x = found;
-    const Activation copy = *found;  // emit() may rehash the map
-    x = &copy;
-    const std::vector<int64_t> from = concrete_[x->node];
+    const Activation x = *found;  // a copy: emit() may rehash the map
+    const std::vector<int64_t> from = concrete_[x.node];
     const std::vector<int64_t> to = out.toTensor().sizes().vec();
-    if (x->form == Activation::Form::Shuffled) {
+    if (x.form == Activation::Form::Shuffled) {
       // [N, C / g, g, H, W] back to [N, C, H, W]: a channel shuffle.
       if (to.size() != 4 || to[1] != from[1] || to[2] != from[2] || to[3] != from[3]) {
         refuse(node, "a channel-shuffle view must be reshaped back to its [N, C, H, W]");
       }
       Node n = make(OpKind::ChannelShuffle);
-      n.groups = x->groups;
-      emit(node, n, {x->node}, out);
+      n.groups = x.groups;
+      emit(node, n, {x.node}, out);
       return;
     }
-    if (x->form != Activation::Form::Plain) refuse(node, "a grouped channel view must be transposed first");
-    if (to == from) return same(out, *x);
+    if (x.form != Activation::Form::Plain) refuse(node, "a grouped channel view must be transposed first");
+    if (to == from) return same(out, x);
     if (from.size() == 4 && to.size() == 2 && to[0] == from[0]) {
-      emit(node, make(OpKind::Flatten), {x->node}, out);
+      emit(node, make(OpKind::Flatten), {x.node}, out);
+      return;
+    }
+    if (from.size() == 2 && to.size() == 4 && to[0] == from[0] && to[1] == from[1] && to[2] == 1 && to[3] == 1) {
+      emit(node, make(OpKind::Unflatten), {x.node}, out);  // a gate computed by linear layers, back on channels
       return;
     }
     if (from.size() == 4 && to.size() == 5 && to[0] == from[0] && to[1] * to[2] == from[1] && to[3] == from[2] &&
         to[4] == from[3]) {
-      same(out, Activation{x->node, Activation::Form::Grouped, to[1]});
+      same(out, Activation{x.node, Activation::Form::Grouped, to[1]});
       return;
     }
-    refuse(node, fmt::format("a reshape from [{}] to [{}] is not imported (only to [N, features] or a channel "
-                             "shuffle's 5-D view)",
+    refuse(node, fmt::format("a reshape from [{}] to [{}] is not imported (only to [N, features], from [N, C] to "
+                             "[N, C, 1, 1], or a channel shuffle's 5-D view)",
                              fmt::join(from, ", "), fmt::join(to, ", ")));
   }
 

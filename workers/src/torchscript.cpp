@@ -87,6 +87,8 @@ std::string float_expression(const Graph& graph, const Node& node, const std::ve
     }
     case OpKind::Flatten:
       return "torch.flatten(" + x + ", 1)";
+    case OpKind::Unflatten:
+      return fmt::format("torch.reshape({}, [-1, {}, 1, 1])", x, node.shape.channels);
     case OpKind::Dropout:  // identity at inference
     case OpKind::Input:
       return x;

@@ -146,6 +146,11 @@ ChannelAnalysis analyze_channel_groups(const Graph& graph) {
                                               node.groups));
         break;
       }
+      case OpKind::Unflatten:  // feature f becomes channel f: the element feature f came from
+        for (int64_t f = 0; f < node.shape.channels; ++f) {
+          node_elements[i].push_back(node_elements[first][f / analysis.span[first]]);
+        }
+        break;
       case OpKind::Flatten: {
         const Shape& in = graph.nodes[first].shape;
         node_elements[i] = node_elements[first];

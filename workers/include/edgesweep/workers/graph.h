@@ -34,6 +34,7 @@ enum class OpKind {
   Mul,              ///< element-wise product, broadcasting size-1 dimensions (squeeze-excitation gates)
   Slice,            ///< channels [offset, offset + out) of its input (a channel split)
   ChannelShuffle,   ///< channels regrouped: [groups, C / groups] transposed (ShuffleNet)
+  Unflatten,        ///< flat features back to channels of 1 x 1 (a gate computed by linear layers)
 };
 
 /// Operator name as written in TOML and JSON ("conv", "batchnorm", ...).
