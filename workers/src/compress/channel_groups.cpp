@@ -92,6 +92,11 @@ ChannelAnalysis analyze_channel_groups(const Graph& graph) {
     const Node& node = graph.nodes[i];
     const int index = static_cast<int>(i);
     const int first = node.inputs.empty() ? -1 : node.inputs[0];
+    if (keeps_channels(node.op)) {  // batch norm, activations, pools, dropout
+      node_elements[i] = node_elements[first];
+      analysis.span[i] = analysis.span[first];
+      continue;
+    }
     switch (node.op) {
       case OpKind::Input:
         node_elements[i] = fresh(index, node.shape.channels, "it holds the network's input channels");
@@ -111,23 +116,6 @@ ChannelAnalysis analyze_channel_groups(const Graph& graph) {
         break;
       case OpKind::Linear:
         node_elements[i] = fresh(index, node.out, "");
-        break;
-      case OpKind::BatchNorm:
-      case OpKind::Relu:
-      case OpKind::Relu6:
-      case OpKind::Hardswish:
-      case OpKind::Hardsigmoid:
-      case OpKind::Silu:
-      case OpKind::Sigmoid:
-      case OpKind::Tanh:
-      case OpKind::Gelu:
-      case OpKind::LeakyRelu:
-      case OpKind::MaxPool:
-      case OpKind::AvgPool:
-      case OpKind::AdaptiveAvgPool:
-      case OpKind::Dropout:
-        node_elements[i] = node_elements[first];
-        analysis.span[i] = analysis.span[first];
         break;
       case OpKind::Slice:
         EDGESWEEP_ASSERT(analysis.span[first] == 1);
@@ -185,6 +173,9 @@ ChannelAnalysis analyze_channel_groups(const Graph& graph) {
           EDGESWEEP_ASSERT(analysis.span[in] == 1);
           node_elements[i].insert(node_elements[i].end(), node_elements[in].begin(), node_elements[in].end());
         }
+        break;
+      default:  // the operators that keep channels, handled above
+        EDGESWEEP_ASSERT(keeps_channels(node.op));
         break;
     }
   }
