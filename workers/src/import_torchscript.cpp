@@ -315,35 +315,30 @@ class Walker {
     return it == activations_.end() ? nullptr : &it->second;
   }
 
-  bool holds_activation(const IValue& value) const {
-    if (value.isTensor()) return find(value) != nullptr;
+  /// Whether any tensor in `value` (itself, or inside its lists and tuples) satisfies `test`.
+  template <typename Test>
+  static bool any_tensor(const IValue& value, const Test& test) {
+    if (value.isTensor()) return test(value);
     if (value.isList()) {
       for (const IValue& v : value.toListRef()) {
-        if (holds_activation(v)) return true;
+        if (any_tensor(v, test)) return true;
       }
     }
     if (value.isTuple()) {
       for (const IValue& v : value.toTupleRef().elements()) {
-        if (holds_activation(v)) return true;
+        if (any_tensor(v, test)) return true;
       }
     }
     return false;
   }
 
+  bool holds_activation(const IValue& value) const {
+    return any_tensor(value, [this](const IValue& t) { return find(t) != nullptr; });
+  }
+
   /// Whether a value holds a tensor that is not an activation already (a new result derived from one).
   bool makes_new_tensor(const IValue& value) const {
-    if (value.isTensor()) return find(value) == nullptr;
-    if (value.isList()) {
-      for (const IValue& v : value.toListRef()) {
-        if (makes_new_tensor(v)) return true;
-      }
-    }
-    if (value.isTuple()) {
-      for (const IValue& v : value.toTupleRef().elements()) {
-        if (makes_new_tensor(v)) return true;
-      }
-    }
-    return false;
+    return any_tensor(value, [this](const IValue& t) { return find(t) == nullptr; });
   }
 
   [[noreturn]] void unsupported(const jit::Node* node, const std::string& why) const {
