@@ -4,7 +4,9 @@
 #include <cstdio>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
 #include "edgesweep/common/error.h"
@@ -17,10 +19,15 @@ namespace edgesweep {
 namespace net = boost::asio;
 using net::ip::tcp;
 
+/// How long a stopping agent keeps writing the "agent stopping" replies of its pending requests.
+constexpr auto kStopGrace = std::chrono::milliseconds(500);
+
 struct Agent::Parts {
   std::shared_ptr<SharedState> state;
   std::shared_ptr<Listener> listener;
   std::unique_ptr<net::signal_set> signals;
+  std::unique_ptr<net::steady_timer> grace;
+  bool stopping = false;
 };
 
 std::pair<std::string, uint16_t> split_host_port(const std::string& text) {
@@ -60,6 +67,10 @@ Agent::Agent(AgentOptions options) : options_(std::move(options)), io_(std::make
   settings.limits = options_.limits;
   settings.max_upload_bytes = options_.max_upload_bytes;
   settings.auth_timeout_seconds = options_.auth_timeout_seconds;
+  settings.max_auth_bytes = options_.max_auth_bytes;
+  settings.max_unauthenticated = options_.max_unauthenticated;
+  check_input(options_.max_unauthenticated >= 1, "the number of connections waiting for authentication must be at "
+                                                 "least 1");
   settings.profile = options_.profile;
   settings.hardware = options_.hardware;
   if (settings.hardware.is_null()) {
@@ -81,9 +92,21 @@ Agent::Agent(AgentOptions options) : options_(std::move(options)), io_(std::make
     };
   }
 
+  if (!options_.benchmark) {
+    // Folders of benchmark children whose agent was killed (SIGKILL leaves no chance to remove them).
+    std::error_code ec;
+    const size_t stale = remove_stale_job_folders(std::filesystem::temp_directory_path(ec));
+    if (stale > 0) spdlog::info("removed {} benchmark folder(s) left by agents that were killed", stale);
+  }
+
   parts_ = std::make_unique<Parts>();
   parts_->state = std::make_shared<SharedState>(std::move(settings));
   parts_->listener = std::make_shared<Listener>(*io_, endpoint, parts_->state);
+  const tcp::endpoint bound = parts_->listener->local_endpoint();
+  const std::string bound_host = bound.address().to_string();
+  port_ = bound.port();
+  address_ = bound.address().is_v6() ? fmt::format("[{}]:{}", bound_host, port_)
+                                     : fmt::format("{}:{}", bound_host, port_);
 }
 
 Agent::~Agent() {
@@ -92,14 +115,9 @@ Agent::~Agent() {
   io_.reset();  // destroys the sessions still waiting on their sockets
 }
 
-std::string Agent::address() const {
-  const tcp::endpoint endpoint = parts_->listener->local_endpoint();
-  const std::string host = endpoint.address().to_string();
-  return endpoint.address().is_v6() ? fmt::format("[{}]:{}", host, endpoint.port())
-                                    : fmt::format("{}:{}", host, endpoint.port());
-}
+std::string Agent::address() const { return address_; }
 
-uint16_t Agent::port() const { return parts_->listener->local_endpoint().port(); }
+uint16_t Agent::port() const { return port_; }
 
 void Agent::run() {
   if (options_.handle_signals) {
@@ -116,7 +134,22 @@ void Agent::run() {
   spdlog::info("agent on {} stopped", address());
 }
 
-void Agent::stop() { io_->stop(); }
+void Agent::stop() {
+  net::post(*io_, [this] {
+    if (parts_->stopping) return;
+    parts_->stopping = true;
+    parts_->listener->stop();
+    if (parts_->signals) {
+      boost::system::error_code ignored;
+      parts_->signals->cancel(ignored);
+    }
+    // The running benchmark's child is killed and every pending request answered "agent stopping"; the replies are
+    // posted to their connections, which get a moment to write them before the loop ends.
+    parts_->state->stop();
+    parts_->grace = std::make_unique<net::steady_timer>(*io_, kStopGrace);
+    parts_->grace->async_wait([this](const boost::system::error_code&) { io_->stop(); });
+  });
+}
 
 void serve_agent(AgentOptions options) {
   Agent agent(std::move(options));

@@ -61,9 +61,10 @@ std::string read_token_file(const std::filesystem::path& path) {
   struct stat info {};
   check_input(stat(path.c_str(), &info) == 0, "cannot read token file '{}'", path.string());
   check_input(S_ISREG(info.st_mode), "token file '{}' is not a regular file", path.string());
-  check_input((info.st_mode & S_IROTH) == 0,
-              "token file '{}' can be read by other users (mode {:o}); hint: chmod 600 '{}'", path.string(),
-              info.st_mode & 0777, path.string());
+  // Like ssh's private keys: only the owner may read or write it (0600 or 0400).
+  check_input((info.st_mode & (S_IRWXG | S_IRWXO)) == 0,
+              "token file '{}' can be read or written by {} (mode {:o}); hint: chmod 600 '{}'", path.string(),
+              (info.st_mode & S_IRWXO) != 0 ? "other users" : "its group", info.st_mode & 0777, path.string());
   std::ifstream in(path, std::ios::binary);
   check_input(in.good(), "cannot read token file '{}'", path.string());
   std::ostringstream text;

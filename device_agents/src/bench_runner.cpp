@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -49,11 +50,15 @@ constexpr double kEmptyChildTimeoutSeconds = 120;
 /// tegrastats' sampling period during a benchmark: a timed window of a second gets about ten samples.
 constexpr int kTegrastatsIntervalMs = 100;
 
+/// Job folders are named edgesweep-bench-<agent pid>-XXXXXX, so an agent can tell the folders of dead ones.
+constexpr const char* kJobFolderPrefix = "edgesweep-bench-";
+
 /// A fresh folder for one child's request, result and stderr, removed with its contents at the end.
 class JobFolder {
  public:
   JobFolder() {
-    std::string pattern = (fs::temp_directory_path() / "edgesweep-bench-XXXXXX").string();
+    std::string pattern =
+        (fs::temp_directory_path() / fmt::format("{}{}-XXXXXX", kJobFolderPrefix, getpid())).string();
     check(mkdtemp(pattern.data()) != nullptr, "benchmark: cannot create a folder like '{}': {}", pattern,
           strerror(errno));
     path_ = pattern;
@@ -72,6 +77,7 @@ class JobFolder {
 
 /// How a child ended.
 struct ChildExit {
+  bool cancelled = false;  ///< killed because the agent is stopping
   bool timed_out = false;
   bool over_memory_cap = false;  ///< killed by the agent for resident memory over the profile's cap
   double rss_at_kill_mb = 0;
@@ -112,9 +118,11 @@ void child_say(const char* text) {
   (void)ignored;
 }
 
-/// Forks and execs `args` (args[0] is the executable) under `profile`, waits up to `timeout_seconds`.
+/// Forks and execs `args` (args[0] is the executable) under `profile`, waits up to `timeout_seconds` or until
+/// `cancelled` is set.
 ChildExit run_child(const std::vector<std::string>& args, const AgentProfile& profile, int64_t threads,
-                    double timeout_seconds, const fs::path& output_file, const fs::path& stderr_file) {
+                    double timeout_seconds, const fs::path& output_file, const fs::path& stderr_file,
+                    const std::atomic<bool>* cancelled) {
   // Everything the child needs is prepared before fork: after it, only async-signal-safe calls.
   std::vector<char*> argv;
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -137,11 +145,15 @@ ChildExit run_child(const std::vector<std::string>& args, const AgentProfile& pr
   const double cap_mb = static_cast<double>(profile.memory_mb);
   const std::string stderr_path = stderr_file.string();
 
+  const pid_t parent = getpid();
   const auto start = Clock::now();
   const pid_t pid = fork();
   check(pid >= 0, "benchmark: fork failed: {}", strerror(errno));
   if (pid == 0) {
     setpgid(0, 0);  // its own process group, so the timeout kills whatever it starts too
+    // Killed with the agent, even by SIGKILL: the signal comes when the forking thread ends, and the agent's
+    // benchmark thread lives until its child has been reaped. The check after it covers an agent that died first.
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(125);
     const int err = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     const int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (err < 0 || null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(err, STDOUT_FILENO) < 0 ||
@@ -176,6 +188,10 @@ ChildExit run_child(const std::vector<std::string>& args, const AgentProfile& pr
     const int waited = waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT);
     if (waited < 0 && errno != EINTR) throw Error(fmt::format("benchmark: waitid failed: {}", strerror(errno)));
     if (waited == 0 && info.si_pid == pid) break;
+    if (cancelled != nullptr && cancelled->load()) {
+      exit.cancelled = true;
+      break;
+    }
     const double resident = cap_mb > 0 ? resident_mb(pid) : -1;
     const bool over_cap = resident > cap_mb;
     if (over_cap || Clock::now() >= deadline) {
@@ -219,6 +235,11 @@ BenchOutcome interpret(const ChildExit& exit, const AgentProfile& profile, doubl
   BenchOutcome outcome;
   const std::string cap =
       profile.memory_mb > 0 ? fmt::format(" under the memory cap of {} MB", profile.memory_mb) : std::string();
+  if (exit.cancelled) {
+    outcome.error = fmt::format("agent stopping: the benchmark was stopped after {:.1f} s (its child was killed)",
+                                exit.seconds);
+    return outcome;
+  }
   if (exit.over_memory_cap) {
     outcome.error = fmt::format("out of memory: resident memory reached {:.0f} MB, over the memory cap of {} MB "
                                 "(the agent killed the benchmark child)",
@@ -257,6 +278,10 @@ BenchOutcome interpret(const ChildExit& exit, const AgentProfile& profile, doubl
                                             : error;
     return outcome;
   }
+  if (exit.exit_code == 125) {
+    outcome.error = "the benchmark child found its agent gone before it started";
+    return outcome;
+  }
   if (exit.exit_code == 127 || exit.exit_code == 126) {
     outcome.error = with_stderr(fmt::format("the benchmark child could not start (exit code {})", exit.exit_code),
                                 exit);
@@ -277,7 +302,7 @@ Json profile_json(const AgentProfile& profile) {
 
 /// Writes `request`, runs the child on it and interprets how it ended.
 BenchOutcome run_request(const fs::path& executable, const Json& request, const AgentProfile& profile, bool empty,
-                         double timeout_seconds, double* peak_rss_mb) {
+                         double timeout_seconds, double* peak_rss_mb, const std::atomic<bool>* cancelled = nullptr) {
   if (!fs::is_regular_file(executable)) {
     return BenchOutcome{false, fmt::format("benchmark executable '{}' does not exist", executable.string()), {}};
   }
@@ -296,7 +321,7 @@ BenchOutcome run_request(const fs::path& executable, const Json& request, const 
                                    "--output", output_file.string()};
   if (empty) args.push_back("--empty");
   const ChildExit exit = run_child(args, profile, profile_threads(profile), timeout_seconds, output_file,
-                                   folder / "stderr.txt");
+                                   folder / "stderr.txt", cancelled);
   if (peak_rss_mb) *peak_rss_mb = exit.peak_rss_mb;
   BenchOutcome outcome = interpret(exit, profile, timeout_seconds);
   if (outcome.ok) outcome.result["wall_seconds"] = exit.seconds;
@@ -345,6 +370,24 @@ BenchOutcome empty_child_locked(const fs::path& executable, const AgentProfile& 
 
 }  // namespace
 
+size_t remove_stale_job_folders(const fs::path& folder) {
+  size_t removed = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(kJobFolderPrefix, 0) != 0 || !it->is_directory(ec)) continue;
+    const std::string rest = name.substr(strlen(kJobFolderPrefix));
+    const size_t dash = rest.find('-');
+    if (dash == 0 || dash == std::string::npos || rest.find_first_not_of("0123456789") != dash) continue;
+    const long owner = std::strtol(rest.substr(0, dash).c_str(), nullptr, 10);
+    // A live owner (or a pid reused by another process) keeps its folder; kill(pid, 0) fails with ESRCH when none.
+    if (owner <= 0 || owner == getpid() || kill(static_cast<pid_t>(owner), 0) == 0 || errno != ESRCH) continue;
+    std::error_code remove_ec;
+    if (fs::remove_all(it->path(), remove_ec) > 0 && !remove_ec) ++removed;
+  }
+  return removed;
+}
+
 int64_t profile_threads(const AgentProfile& profile) {
   if (profile.threads > 0) return profile.threads;
   if (!profile.cpus.empty()) return static_cast<int64_t>(profile.cpus.size());
@@ -387,7 +430,8 @@ BenchOutcome run_benchmark_child(const fs::path& executable, const BenchJob& job
     double peak = 0;
     // On a Jetson, RAM, loads and power rails are sampled beside the child; power is averaged per timed window.
     TegrastatsSampler sampler(tegrastats_program(), kTegrastatsIntervalMs);
-    BenchOutcome outcome = run_request(executable, request, profile, false, job.timeout_seconds, &peak);
+    BenchOutcome outcome =
+        run_request(executable, request, profile, false, job.timeout_seconds, &peak, job.cancelled.get());
     const std::vector<TegrastatsSample> samples = sampler.stop();
     if (!outcome.ok) return outcome;
     if (!samples.empty()) add_power(outcome.result, samples);

@@ -130,6 +130,10 @@ AgentClient::AgentClient(AgentClientOptions options, bool authenticate)
   c.socket.set_option(tcp::no_delay(true), ec);
 
   hello_ = read_message(options_.connect_timeout_seconds);
+  if (hello_.value("type", "") == "error") {
+    throw AgentRefused(fmt::format("agent {} refused the connection: {}", options_.address,
+                                   hello_.value("message", std::string())));
+  }
   check(hello_.value("type", "") == "hello", "agent {}: expected hello, got '{}'", options_.address,
         hello_.value("type", ""));
   check(hello_.value("protocol", 0) == agent_protocol_version, "agent {}: speaks protocol {}, this client speaks {}",

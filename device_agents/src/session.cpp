@@ -46,7 +46,13 @@ Session::Session(net::ip::tcp::socket socket, std::shared_ptr<SharedState> state
   peer_ = ec ? std::string("unknown peer") : fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
 }
 
-Session::~Session() = default;
+Session::~Session() { release_place(); }
+
+void Session::release_place() {
+  if (!holds_place_) return;
+  holds_place_ = false;
+  state_->release_unauthenticated();
+}
 
 void Session::run() {
   net::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->start(); });
@@ -57,6 +63,22 @@ void Session::start() {
   nonce_ = make_nonce();
   authenticated_ = settings.token.empty();
   spdlog::debug("connection from {}", peer_);
+  if (!authenticated_) {
+    holds_place_ = state_->admit_unauthenticated();
+    if (!holds_place_) {
+      // Before anything is read: a flood of idle connections costs a socket each, and nothing more.
+      spdlog::debug("connection from {} refused: {} connections are waiting for authentication", peer_,
+                    settings.max_unauthenticated);
+      closing_ = true;
+      outbox_.push_back(encode_frame(
+          FrameType::Control,
+          make_error(nullptr, fmt::format("too many connections waiting for authentication ({}); try again later",
+                                          settings.max_unauthenticated))
+              .dump(),
+          settings.limits));
+      return write_next();
+    }
+  }
   send(Json{{"type", "hello"},
             {"protocol", agent_protocol_version},
             {"nonce", nonce_},
@@ -92,6 +114,14 @@ void Session::on_header(error_code ec) {
   } catch (const ProtocolError& e) {
     // The stream is out of step (or the payload is not worth reading): say why and close.
     return send_and_close(make_error(nullptr, e.what()));
+  }
+  const size_t auth_cap = state_->settings().max_auth_bytes;
+  if (!authenticated_ && (frame_header_.type != FrameType::Control || frame_header_.length > auth_cap)) {
+    // Nothing is allocated for a peer that has not proved it holds the token: only a short auth is read.
+    return send_and_close(make_error(
+        nullptr, fmt::format("not authenticated: send auth first (only a control frame of at most {} bytes is read "
+                             "before authentication; got a {} frame of {} bytes)",
+                             auth_cap, to_string(frame_header_.type), frame_header_.length)));
   }
   payload_.resize(frame_header_.length);
   if (payload_.empty()) return on_payload({});
@@ -176,8 +206,9 @@ void Session::handle_auth(const Json& message) {
     return send_and_close(make_error(message, "authentication refused: this client nonce was used before (replay)"));
   }
   authenticated_ = true;
+  release_place();
   auth_timer_.cancel();
-  spdlog::info("client {} authenticated", peer_);
+  spdlog::debug("client {} authenticated", peer_);
   Json reply = make_reply(message, "welcome");
   reply["proof"] = agent_proof(token, nonce_, client_nonce);
   send(reply);
@@ -359,7 +390,7 @@ void Session::discard() {
 
 void Session::fail(error_code ec, const char* step) {
   if (closed_ || ec == net::error::operation_aborted) return;
-  if (ec == net::error::eof || ec == net::error::connection_reset) {
+  if (ec == net::error::eof || ec == net::error::connection_reset || ec == net::error::broken_pipe) {
     spdlog::debug("connection from {} ended ({})", peer_, step);
   } else {
     spdlog::warn("connection from {}: {}: {}", peer_, step, ec.message());
@@ -370,6 +401,7 @@ void Session::fail(error_code ec, const char* step) {
 void Session::close() {
   if (closed_) return;
   closed_ = true;
+  release_place();
   upload_.reset();
   auth_timer_.cancel();
   error_code ignored;  // queued replies stay alive until their write handlers have run

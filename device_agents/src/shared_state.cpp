@@ -33,7 +33,18 @@ std::filesystem::path SharedState::model_path(const std::string& sha256) const {
   return models_dir() / (sha256 + ".pt");
 }
 
+bool SharedState::admit_unauthenticated() {
+  size_t now = unauthenticated_.load();
+  do {
+    if (now >= settings_.max_unauthenticated) return false;
+  } while (!unauthenticated_.compare_exchange_weak(now, now + 1));
+  return true;
+}
+
+void SharedState::release_unauthenticated() { --unauthenticated_; }
+
 void SharedState::enqueue_benchmark(BenchJob job, BenchmarkDone done) {
+  job.cancelled = cancel_;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!stopping_) {
@@ -57,12 +68,13 @@ void SharedState::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
+    cancel_->store(true);  // the running benchmark's child is killed within a poll
     dropped.swap(queue_);
     wake_.notify_all();
   }
   for (auto& [job, done] : dropped) {
     BenchOutcome outcome;
-    outcome.error = "agent stopping";
+    outcome.error = "agent stopping: the request was dropped before it ran";
     done(std::move(outcome));
   }
   if (thread_.joinable()) thread_.join();

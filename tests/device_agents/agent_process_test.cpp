@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <memory>
@@ -46,6 +47,57 @@ int wait_for_exit(pid_t pid, double seconds) {
     if (Clock::now() > end) return -1;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+/// The pid of the benchmark child (`agent-bench` without --empty) whose parent is `parent`; -1 when there is none.
+pid_t benchmark_child_of(pid_t parent) {
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = read_text(entry.path() / "stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    fields >> state >> ppid;
+    if (ppid != parent) continue;
+    std::string cmdline = read_text(entry.path() / "cmdline");
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    if (cmdline.find("agent-bench") != std::string::npos && cmdline.find("--empty") == std::string::npos) {
+      return static_cast<pid_t>(std::stol(name));
+    }
+  }
+  return -1;
+}
+
+/// Whether process `pid` has ended (gone, or a zombie waiting for whoever adopted it).
+bool process_ended(pid_t pid) {
+  const std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
+  if (stat.empty()) return true;
+  const size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && (stat[close + 2] == 'Z' || stat[close + 2] == 'X');
+}
+
+/// Waits up to `seconds` for `condition`.
+template <typename Condition>
+bool eventually(Condition condition, double seconds) {
+  const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+  while (!condition()) {
+    if (Clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+/// Job folders of benchmark children under `folder`.
+std::vector<std::string> job_folders(const fs::path& folder) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("edgesweep-bench-", 0) == 0) names.push_back(name);
+  }
+  return names;
 }
 
 /// `edgesweep agent ARGS...` with stdout and stderr in files; killed by pid when still running at the end.
@@ -109,6 +161,7 @@ class AgentProcess {
     return status_;
   }
   std::string error_text() const { return read_text(err_); }
+  pid_t pid() const { return pid_; }
 
  private:
   fs::path out_, err_;
@@ -229,6 +282,72 @@ TEST_F(AgentProcessTest, BadPeersAreRefusedAndTheAgentStaysUp) {
   EXPECT_EQ(c.ping().at("type"), "pong");
   EXPECT_EQ(client(address).ping().at("type"), "pong");
   EXPECT_EQ(agent_->stop(SIGTERM, 30), 0) << agent_->error_text();
+}
+
+/// A benchmark that would run for minutes, sent without waiting for its reply.
+void send_long_benchmark(AgentClient& c, const std::string& sha) {
+  c.send_frame(FrameType::Control, Json{{"type", "benchmark"},
+                                        {"id", 7},
+                                        {"sha256", sha},
+                                        {"timeout_seconds", 600},
+                                        {"request", {{"batch_sizes", {1}}, {"min_runs", 100000000},
+                                                     {"min_seconds", 300}}}}
+                                       .dump());
+}
+
+TEST_F(AgentProcessTest, StoppingDuringABenchmarkKillsItsChildAndAnswersAtOnce) {
+  // The agent's benchmark folders go to this test's folder, to see what is left behind.
+  const fs::path temp = folder_ / "tmp";
+  fs::create_directories(temp);
+  setenv("TMPDIR", temp.c_str(), 1);
+  const std::string address = start_agent();
+  unsetenv("TMPDIR");
+  ASSERT_FALSE(address.empty());
+  AgentClient c = client(address);
+  const std::string sha = c.upload(*shared_ / "model.pt");
+  send_long_benchmark(c, sha);
+  pid_t child = -1;
+  ASSERT_TRUE(eventually([&] { return (child = benchmark_child_of(agent_->pid())) > 0; }, 60)) << agent_->error_text();
+  EXPECT_EQ(job_folders(temp).size(), 1u);
+
+  const auto asked = Clock::now();
+  kill(agent_->pid(), SIGTERM);
+  const Json reply = c.read_message(30);
+  EXPECT_EQ(reply.at("type"), "error") << reply.dump();
+  EXPECT_NE(reply.value("message", "").find("agent stopping: the benchmark was stopped"), std::string::npos)
+      << reply.dump();
+  EXPECT_EQ(agent_->wait_status(30), 0) << agent_->error_text();
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - asked).count(), 10.0);
+  EXPECT_TRUE(process_ended(child));
+  EXPECT_TRUE(job_folders(temp).empty());
+}
+
+TEST_F(AgentProcessTest, ABenchmarkChildDiesWithItsKilledAgentAndItsFolderGoesAtTheNextStart) {
+  const fs::path temp = folder_ / "tmp";
+  fs::create_directories(temp);
+  setenv("TMPDIR", temp.c_str(), 1);
+  std::string address = start_agent();
+  ASSERT_FALSE(address.empty());
+  {
+    AgentClient c = client(address);
+    const std::string sha = c.upload(*shared_ / "model.pt");
+    send_long_benchmark(c, sha);
+    pid_t child = -1;
+    ASSERT_TRUE(eventually([&] { return (child = benchmark_child_of(agent_->pid())) > 0; }, 60))
+        << agent_->error_text();
+    EXPECT_NE(agent_->stop(SIGKILL, 30), -1);
+    // The parent-death signal ends the child with its agent, though nothing could clean up.
+    EXPECT_TRUE(eventually([&] { return process_ended(child); }, 10)) << "benchmark child " << child << " outlived its agent";
+    EXPECT_EQ(job_folders(temp).size(), 1u);
+  }
+  fs::remove(folder_ / "agent.out");
+  address = start_agent();  // a new agent removes what the killed one left
+  unsetenv("TMPDIR");
+  ASSERT_FALSE(address.empty());
+  EXPECT_TRUE(job_folders(temp).empty());
+  EXPECT_NE(read_text(folder_ / "agent.err").find("removed 1 benchmark folder"), std::string::npos)
+      << agent_->error_text();
+  EXPECT_EQ(client(address).ping().at("type"), "pong");
 }
 
 TEST_F(AgentProcessTest, UnsafeOptionsRefused) {

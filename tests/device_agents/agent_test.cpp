@@ -41,9 +41,17 @@ struct FakeBench {
     int seen = most_at_once.load();
     while (now > seen && !most_at_once.compare_exchange_weak(seen, now)) {
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(job.request.value("sleep_ms", 0)));
+    // Sleeps in short steps and gives up when the agent cancels it, as the real runner kills its child.
+    const auto wake = std::chrono::steady_clock::now() + std::chrono::milliseconds(job.request.value("sleep_ms", 0));
+    bool cancelled = false;
+    while (std::chrono::steady_clock::now() < wake && !cancelled) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      cancelled = job.cancelled && job.cancelled->load();
+    }
     BenchOutcome outcome;
-    if (job.request.contains("fail")) {
+    if (cancelled) {
+      outcome.error = "agent stopping: stand-in cancelled";
+    } else if (job.request.contains("fail")) {
       outcome.error = job.request.at("fail").get<std::string>();
     } else {
       outcome.ok = true;
@@ -64,7 +72,7 @@ struct FakeBench {
 
 class AgentTest : public ::testing::Test {
  protected:
-  void start(bool with_token = true, double auth_timeout = 30) {
+  void start(bool with_token = true, double auth_timeout = 30, size_t max_unauthenticated = 32) {
     if (with_token) {
       std::ofstream(folder_ / "token") << token_ << "\n";
       chmod((folder_ / "token").c_str(), 0600);
@@ -79,6 +87,7 @@ class AgentTest : public ::testing::Test {
     options.limits.max_chunk_bytes = 64 * 1024;
     options.max_upload_bytes = 1 << 20;
     options.auth_timeout_seconds = auth_timeout;
+    options.max_unauthenticated = max_unauthenticated;
     options.hardware = Json{{"cpu_model", "test cpu"}, {"cores", 2}};
     options.handle_signals = false;
     options.benchmark = [this](const BenchJob& job) { return bench_(job); };
@@ -220,6 +229,85 @@ TEST_F(AgentTest, UnauthenticatedConnectionTimesOut) {
   EXPECT_NE(reply.at("message").get<std::string>().find("no authentication within"), std::string::npos);
   expect_closed(c);
   expect_serving();
+}
+
+TEST_F(AgentTest, BeforeAuthenticationOnlyAShortAuthIsRead) {
+  start();
+  // A chunk header announcing 60 KiB, then a control frame longer than an auth: refused from the 12 header bytes,
+  // with no payload read (the peer sends none) and nothing allocated for it.
+  for (const auto& [type, length] : {std::pair{FrameType::Chunk, size_t{60} * 1024}, std::pair{FrameType::Control,
+                                                                                        size_t{4097}}}) {
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::socket socket(io);
+    socket.connect({boost::asio::ip::make_address("127.0.0.1"), agent_->port()});
+    read_frame(socket, FrameLimits{});  // hello
+    const FrameHeaderBytes header = encode_frame_header(type, length, FrameLimits{});
+    boost::asio::write(socket, boost::asio::buffer(header));
+    const Frame reply = read_frame(socket, FrameLimits{});
+    const Json message = Json::parse(reply.payload);
+    EXPECT_EQ(message.at("type"), "error");
+    EXPECT_NE(message.at("message").get<std::string>().find(
+                  fmt::format("at most 4096 bytes is read before authentication; got a {} frame of {} bytes",
+                              to_string(type), length)),
+              std::string::npos)
+        << message.dump();
+  }
+  expect_serving();
+}
+
+TEST_F(AgentTest, ConnectionsWaitingForAuthenticationAreBounded) {
+  start(true, 30, 3);
+  std::vector<AgentClient> waiting;
+  for (int i = 0; i < 3; ++i) waiting.push_back(raw_client());
+  expect_error<AgentRefused>([&] { raw_client(); }, {address_, "too many connections waiting for authentication (3)"});
+  expect_error<AgentRefused>([&] { client(); }, {"too many connections waiting"});
+  // One that closes gives its place back; so does one that authenticates.
+  waiting.front().close();
+  waiting.erase(waiting.begin());
+  auto reconnect = [&] {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+      try {
+        return client();
+      } catch (const AgentRefused&) {
+        if (std::chrono::steady_clock::now() > end) throw;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the agent sees the close a moment later
+      }
+    }
+  };
+  AgentClient authenticated = reconnect();
+  EXPECT_EQ(authenticated.ping().at("type"), "pong");
+  waiting.push_back(raw_client());  // the authenticated one holds no place
+  expect_error<AgentRefused>([&] { raw_client(); }, {"too many connections waiting"});
+  EXPECT_EQ(authenticated.ping().at("type"), "pong");
+}
+
+TEST_F(AgentTest, StoppingAnswersPendingBenchmarksAtOnce) {
+  start();
+  AgentClient c = client();
+  const std::string sha = c.upload_bytes("model bytes");
+  // One benchmark running (it would take 60 s) and two queued behind it, all from one connection.
+  for (int id = 1; id <= 3; ++id) {
+    c.send_frame(FrameType::Control,
+                 Json{{"type", "benchmark"}, {"id", id}, {"sha256", sha}, {"request", {{"sleep_ms", 60000}}}}.dump());
+  }
+  while (bench_.running.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const auto asked = std::chrono::steady_clock::now();
+  agent_->stop();
+  int dropped = 0, stopped = 0;
+  for (int i = 0; i < 3; ++i) {
+    const Json reply = c.read_message(10);
+    ASSERT_EQ(reply.at("type"), "error") << reply.dump();
+    const std::string text = reply.at("message").get<std::string>();
+    EXPECT_NE(text.find("agent stopping"), std::string::npos) << text;
+    dropped += text.find("dropped before it ran") != std::string::npos ? 1 : 0;
+    stopped += text.find("stand-in cancelled") != std::string::npos ? 1 : 0;
+  }
+  EXPECT_EQ(dropped, 2);
+  EXPECT_EQ(stopped, 1);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count(), 5.0);
+  thread_.join();  // run() has returned
+  EXPECT_EQ(bench_.runs.load(), 1);
 }
 
 TEST_F(AgentTest, ClientRefusesAnAgentThatCannotProveItself) {

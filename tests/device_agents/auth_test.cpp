@@ -104,6 +104,12 @@ TEST(Auth, TokenFiles) {
   expect_error<InputError>([&] { read_token_file(folder / "empty"); }, {"token file", "empty", "empty'"});
   write_file(folder / "open", "abc123", 0644);
   expect_error<InputError>([&] { read_token_file(folder / "open"); }, {"open'", "other users", "chmod 600"});
+  write_file(folder / "group", "abc123", 0640);
+  expect_error<InputError>([&] { read_token_file(folder / "group"); }, {"group'", "its group", "mode 640"});
+  write_file(folder / "writable", "abc123", 0602);
+  expect_error<InputError>([&] { read_token_file(folder / "writable"); }, {"writable'", "other users", "mode 602"});
+  write_file(folder / "read-only", "abc123", 0400);
+  EXPECT_EQ(read_token_file(folder / "read-only"), "abc123");
   expect_error<InputError>([&] { read_token_file(folder / "missing"); }, {"missing'"});
   expect_error<InputError>([&] { read_token_file(folder.path()); }, {"not a regular file"});
 }

@@ -22,6 +22,8 @@ struct AgentOptions {
   FrameLimits limits;                        ///< frame size caps
   uint64_t max_upload_bytes = uint64_t{4} << 30;
   double auth_timeout_seconds = 30;
+  size_t max_auth_bytes = 4096;     ///< largest frame read before authentication (an auth message)
+  size_t max_unauthenticated = 32;  ///< connections waiting for authentication at once; more are refused
   std::filesystem::path bench_executable = "/proc/self/exe";  ///< run as `<exe> agent-bench ...` per benchmark
   BenchmarkFunction benchmark;  ///< empty: run_benchmark_child(bench_executable, job, profile)
   Json hardware;                ///< null: probe_hardware()
@@ -44,9 +46,11 @@ class Agent {
   std::string address() const;
   uint16_t port() const;
 
-  /// Serves until stop() or, with handle_signals, SIGINT/SIGTERM; then waits for a running benchmark to end.
+  /// Serves until stop() or, with handle_signals, SIGINT/SIGTERM.
   void run();
-  /// Makes run() return; callable from any thread.
+  /// Makes run() return; callable from any thread. New connections are refused, the running benchmark's child is
+  /// killed, and every pending benchmark request is answered with an "agent stopping" error (written within half a
+  /// second) before run() returns.
   void stop();
 
  private:
@@ -54,6 +58,8 @@ class Agent {
   AgentOptions options_;
   std::unique_ptr<boost::asio::io_context> io_;
   std::unique_ptr<Parts> parts_;
+  std::string address_;  ///< as bound (the listener's socket is closed once stopping)
+  uint16_t port_ = 0;
 };
 
 /// Runs an agent until SIGINT/SIGTERM, printing "edgesweep agent listening on HOST:PORT" on stdout once bound.

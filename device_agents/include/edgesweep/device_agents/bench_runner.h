@@ -3,8 +3,10 @@
 // crash, an allocation failure or a hang of a bad model cannot take the agent down. LibTorch-free.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,9 @@ struct BenchJob {
   std::filesystem::path model;
   Json request;
   double timeout_seconds = 300;  ///< wall-clock limit of the child; it is killed (its process group) after it
+  /// Set by the agent when it stops: the running child is killed (its process group) and the job fails with
+  /// "agent stopping". Null: never cancelled.
+  std::shared_ptr<const std::atomic<bool>> cancelled;
 };
 
 /// The result of a benchmark: `result` when ok, else a one-line `error` saying what happened to the child.
@@ -49,6 +54,10 @@ BenchOutcome run_benchmark_child(const std::filesystem::path& executable, const 
 /// threads, quantized engines) and "memory" {"peak_rss_mb"}. What the agent reports of its LibTorch in HELLO.
 BenchOutcome run_empty_child(const std::filesystem::path& executable, const AgentProfile& profile,
                              double timeout_seconds = 60);
+
+/// Removes the job folders (edgesweep-bench-<pid>-*) under `folder` whose agent process no longer exists: what an
+/// agent killed by SIGKILL mid-benchmark left behind. Returns how many were removed.
+size_t remove_stale_job_folders(const std::filesystem::path& folder);
 
 /// The thread count the child gets under `profile` (0 resolved as documented in AgentProfile::threads).
 int64_t profile_threads(const AgentProfile& profile);

@@ -53,6 +53,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void discard();
   void fail(boost::system::error_code ec, const char* step);
   void close();
+  /// Gives back the place among connections waiting for authentication, once.
+  void release_place();
 
   boost::asio::ip::tcp::socket socket_;
   std::shared_ptr<SharedState> state_;
@@ -60,6 +62,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string peer_;
   std::string nonce_;
   bool authenticated_ = false;
+  bool holds_place_ = false;
   bool closing_ = false;
   bool closed_ = false;
   bool lingering_ = false;

@@ -2,11 +2,13 @@
 // already accepted, and the benchmark queue with the one thread that runs benchmarks, one at a time.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -28,6 +30,8 @@ struct AgentSettings {
   FrameLimits limits;                   ///< frame size caps
   uint64_t max_upload_bytes = uint64_t{4} << 30;  ///< largest model accepted
   double auth_timeout_seconds = 30;     ///< a connection that has not authenticated by then is closed
+  size_t max_auth_bytes = 4096;         ///< before authentication only a control frame this long (auth) is read
+  size_t max_unauthenticated = 32;      ///< connections waiting for authentication at once; more are refused
   double max_benchmark_seconds = 3600;  ///< largest timeout a client may ask for
   Json hardware;                        ///< sent in hello
   AgentProfile profile;                 ///< sent in hello, used by every benchmark
@@ -60,7 +64,14 @@ class SharedState {
   /// Jobs waiting or running.
   size_t pending_benchmarks() const;
 
-  /// Drops waiting jobs (each told "agent stopping"), waits for the running one, and ends the thread. Idempotent.
+  /// Takes one of the max_unauthenticated places of a connection that has not authenticated yet; false when all
+  /// are taken. Thread-safe.
+  bool admit_unauthenticated();
+  /// Gives the place back (on authentication or close).
+  void release_unauthenticated();
+
+  /// Answers waiting jobs with "agent stopping", stops the running one (its child is killed; its requester is told
+  /// so) and ends the thread. Idempotent; returns once every job's done callback has been called.
   void stop();
 
  private:
@@ -73,6 +84,8 @@ class SharedState {
   std::deque<std::pair<BenchJob, BenchmarkDone>> queue_;
   bool running_job_ = false;
   bool stopping_ = false;
+  std::shared_ptr<std::atomic<bool>> cancel_ = std::make_shared<std::atomic<bool>>(false);
+  std::atomic<size_t> unauthenticated_{0};
   std::thread thread_;
 };
 
