@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "edgesweep/common/allocator.h"
+
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/log.h"
 #include "edgesweep/common/mpi_session.h"
@@ -142,6 +144,12 @@ void write_output(const fs::path& path, const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  try {
+    configure_allocator();  // before LibTorch allocates anything
+  } catch (const edgesweep::InputError& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 2;
+  }
   CLI::App app{"edgesweep: sweeps of network compression settings, measured per device"};
   app.require_subcommand(1);
   std::string log_level = "info";
@@ -230,6 +238,9 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   agent->add_option("--engine", agent_options.profile.engine, "quantized engine of the benchmarks")
       ->check(CLI::IsMember({"onednn", "qnnpack"}));
+  agent->add_option("--max-unauthenticated", agent_options.max_unauthenticated,
+                    "connections waiting for authentication at once; more are refused at once")
+      ->check(CLI::PositiveNumber);
 
   // Hidden: the isolated benchmark a device agent runs in a child process (one artifact, or --empty for the runtime
   // alone); request and result are JSON files.

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "edgesweep/common/allocator.h"
 #include "edgesweep/common/error.h"
 
 namespace edgesweep::bench {
@@ -25,6 +26,7 @@ inline void write_report(const std::filesystem::path& output, const std::string&
 /// Runs a bench tool's `run`, printing any error: exit 2 for bad input, 1 for anything else.
 inline int main_of(int (*run)(int, char**), int argc, char** argv) {
   try {
+    configure_allocator();  // as every edgesweep process: see common/allocator.h
     return run(argc, argv);
   } catch (const InputError& e) {
     fmt::print(stderr, "error: {}\n", e.what());

@@ -171,8 +171,8 @@ int run(int argc, char** argv) {
       "Made by `bench/run_compression_table` (`bench_compression_table {} ...`). Accuracy, drop, params, MACs and "
       "sizes are what the run recorded (top-1 on the test split; drop against the trial's baseline; compressed = "
       "zstd of the archive). Latency: the exported TorchScript archive loaded with torch::jit::load, {}, and timed here "
-      "one model at a time, {} thread(s), {} s per batch size, random inputs, in {} interleaved rounds; median "
-      "(p90), each the median over the rounds. Speed-up and size ratio are against the baseline of the same "
+      "one model at a time, {} thread(s), allocator policy '{}' (common/allocator.h), {} s per batch size, random "
+      "inputs, in {} interleaved rounds; median (p90), each the median over the rounds. Speed-up and size ratio are against the baseline of the same "
       "architecture.\n\n"
       "| trial | method | test acc % | drop | params | MACs | bytes | zstd bytes | × smaller | b1 ms (p90) | "
       "b32 ms (p90) | b1 speed-up | b32 speed-up |\n"
@@ -181,7 +181,7 @@ int run(int argc, char** argv) {
       form == InferenceForm::Archive  ? "run as loaded"
       : form == InferenceForm::Frozen ? "frozen with torch::jit::freeze"
                                       : "optimized with torch::jit::optimize_for_inference",
-      threads, seconds, rounds);
+      threads, allocator_policy(), seconds, rounds);
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& row = rows[i];
     const Row* base = baselines.count(arch_of[i]) ? baselines[arch_of[i]] : nullptr;

@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "edgesweep/common/allocator.h"
 #include "edgesweep/common/json.h"
 #include "edgesweep/workers/graph_module.h"
 #include "edgesweep/workers/zoo.h"
@@ -14,6 +15,7 @@
 using namespace edgesweep;
 
 int main(int argc, char** argv) {
+  configure_allocator();  // as every edgesweep process (EDGESWEEP_ALLOCATOR=default for glibc's own)
   int threads = 2;
   double seconds_per_point = 10.0;
   std::vector<int64_t> batch_sizes = {8, 64};
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
     std::cout << Json{{"impl", "edgesweep-cpp"},
                       {"batch", batch},
                       {"threads", threads},
+                      {"allocator", allocator_policy()},
                       {"steps", steps},
                       {"seconds", elapsed},
                       {"images_per_second", static_cast<double>(steps * batch) / elapsed}}

@@ -20,6 +20,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "edgesweep/common/allocator.h"
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/hash.h"
 #include "edgesweep/workers/compress/quantize.h"
@@ -60,6 +61,7 @@ Json runtime_description() {
   }
   return Json{{"libtorch_version", TORCH_VERSION},
               {"threads", at::get_num_threads()},
+              {"allocator", allocator_policy()},
               {"quantized_engine", engine_label(at::globalContext().qEngine())},
               {"quantized_engines", engines}};
 }
