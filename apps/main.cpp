@@ -32,11 +32,18 @@ using namespace edgesweep;
 namespace {
 
 /// A database named by an experiment file, a results folder or the database file itself.
+/// The store file a reading command means; InputError when there is none (a wrong path is bad input).
 fs::path resolve_store(const std::string& target) {
   const fs::path path(target);
-  if (path.extension() == ".toml") return store_path(parse_spec_file(path));
-  if (fs::is_directory(path)) return path / "edgesweep.db";
-  return path;
+  fs::path store = path;
+  if (path.extension() == ".toml") {
+    store = store_path(parse_spec_file(path));
+  } else if (fs::is_directory(path)) {
+    store = path / "edgesweep.db";
+  }
+  check_input(fs::is_regular_file(store), "no store at '{}'{}", store.string(),
+              store == path ? "" : fmt::format(" (from '{}'); has the experiment run yet?", target));
+  return store;
 }
 
 /// The experiment a command is about: the one named, the one in the spec, or the only one in the store.
@@ -205,6 +212,10 @@ int main(int argc, char** argv) {
   auto* query = app.add_subcommand("query", "run a read-only SQL statement on a store; rows as JSON");
   query->add_option("target", target, "experiment TOML, results folder or database file")->required();
   query->add_option("sql", sql, "one read-only SQL statement")->required();
+  double query_timeout = 30;
+  query->add_option("--timeout", query_timeout, "seconds before the statement is stopped (0: no limit)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
 
   std::string report_output, report_gnuplot;
   int64_t report_batch = 1;
@@ -334,7 +345,7 @@ int main(int argc, char** argv) {
     }
     if (*query) {
       const Store store = Store::open(resolve_store(target), Store::Mode::ReadOnly);
-      fmt::print("{}\n", store.query(sql).dump(2));
+      fmt::print("{}\n", store.query(sql, query_timeout).dump(2));
       return 0;
     }
   } catch (const InputError& e) {

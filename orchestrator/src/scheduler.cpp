@@ -19,6 +19,7 @@
 #include "edgesweep/orchestrator/pareto.h"
 #include "edgesweep/orchestrator/report.h"
 #include "edgesweep/orchestrator/store.h"
+#include "edgesweep/orchestrator/store_lock.h"
 #include "edgesweep/orchestrator/tables.h"
 #include "edgesweep/workers/run_task.h"
 
@@ -423,6 +424,7 @@ void print_device_fronts(const Store& store, const ExperimentSpec& spec, int64_t
 }  // namespace
 
 int orchestrate(const ExperimentSpec& spec, const RunOptions& options, MpiSession& session) {
+  const StoreLock lock(store_path(spec));  // before anything is read or written: one run per store
   Store store = Store::open(store_path(spec), Store::Mode::ReadWrite);
   Scheduler scheduler(store, spec, options);
   scheduler.prepare();

@@ -4,6 +4,7 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <ctime>
 #include <initializer_list>
 #include <limits>
@@ -425,6 +426,14 @@ int authorize_query(void* user_data, int action, const char* first, const char* 
     case SQLITE_DETACH:
       guard.refused = "ATTACH or DETACH";
       return SQLITE_DENY;
+    case SQLITE_FUNCTION:
+      // fts3_tokenizer with two arguments installs a tokenizer from a pointer value (Debian's SQLite enables it);
+      // load_extension is off in the C API, refused here as well.
+      if (second != nullptr && is_one_of(second, {"fts3_tokenizer", "load_extension"})) {
+        guard.refused = fmt::format("the function {}()", second);
+        return SQLITE_DENY;
+      }
+      return SQLITE_OK;
     case SQLITE_PRAGMA: {
       guard.is_pragma = true;
       bool allowed = is_inspecting_pragma(first) || (second == nullptr && is_setting_pragma(first));
@@ -436,6 +445,28 @@ int authorize_query(void* user_data, int action, const char* first, const char* 
       return SQLITE_OK;
   }
 }
+
+/// Interrupts the statement being stepped once `deadline` has passed (checked every 10,000 virtual machine steps);
+/// a null deadline installs nothing.
+class ProgressScope {
+ public:
+  ProgressScope(sqlite3* connection, const std::chrono::steady_clock::time_point* deadline)
+      : connection_(connection), deadline_(deadline) {
+    if (deadline_ != nullptr) sqlite3_progress_handler(connection_, 10000, &ProgressScope::past_deadline, this);
+  }
+  ~ProgressScope() {
+    if (deadline_ != nullptr) sqlite3_progress_handler(connection_, 0, nullptr, nullptr);
+  }
+  ProgressScope(const ProgressScope&) = delete;
+  ProgressScope& operator=(const ProgressScope&) = delete;
+
+ private:
+  static int past_deadline(void* self) {
+    return std::chrono::steady_clock::now() > *static_cast<ProgressScope*>(self)->deadline_ ? 1 : 0;
+  }
+  sqlite3* connection_;
+  const std::chrono::steady_clock::time_point* deadline_;
+};
 
 /// Installs the query authorizer for its lifetime.
 class AuthorizerScope {
@@ -533,6 +564,8 @@ Store Store::open(const std::filesystem::path& path, Mode mode) {
   check(result == SQLITE_OK, "cannot open store '{}': {}", handle->path,
         raw != nullptr ? sqlite3_errmsg(raw) : sqlite3_errstr(result));
   sqlite3_extended_result_codes(raw, 1);
+  // Debian's SQLite lets fts3_tokenizer() take a pointer value; no store needs it.
+  sqlite3_db_config(raw, SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0, nullptr);
 
   set_pragma(*handle, "busy_timeout = 5000");
   set_pragma(*handle, "foreign_keys = ON");
@@ -1138,39 +1171,47 @@ int64_t Store::retry_failed_jobs(int64_t experiment_id) {
   return changed_rows(database);
 }
 
-Json Store::query(const std::string& sql) const {
+Json Store::query(const std::string& sql, double timeout_seconds) const {
   Database& database = checked(handle_.get());
   sqlite3* connection = database.connection.get();
   QueryGuard guard;
   AuthorizerScope authorizer(connection, guard);
 
-  // Prepare the first statement; what follows it may only be white space and comments.
+  // Prepare the first statement; what follows it may only be white space and comments. Every refusal is the
+  // statement's fault: InputError.
   sqlite3_stmt* raw = nullptr;
   const char* tail = nullptr;
   int result = sqlite3_prepare_v2(connection, sql.c_str(), static_cast<int>(sql.size() + 1), &raw, &tail);
   StatementPointer statement(raw);
-  check(guard.refused.empty(), "store '{}': query refuses {} (only reading statements): {}", database.path,
-        guard.refused, sql);
-  if (result != SQLITE_OK) fail(database, "query");
-  check(statement != nullptr, "store '{}': query: no SQL statement in '{}'", database.path, sql);
+  check_input(guard.refused.empty(), "store '{}': query refuses {} (only reading statements): {}", database.path,
+              guard.refused, sql);
+  check_input(result == SQLITE_OK, "store '{}': query: {}", database.path, sqlite3_errmsg(connection));
+  check_input(statement != nullptr, "store '{}': query: no SQL statement in '{}'", database.path, sql);
   while (tail != nullptr && *tail != '\0') {
     sqlite3_stmt* next_raw = nullptr;
     const char* next_tail = nullptr;
     result = sqlite3_prepare_v2(connection, tail, -1, &next_raw, &next_tail);
     StatementPointer next(next_raw);
-    check(result == SQLITE_OK && next == nullptr, "store '{}': query accepts one statement, got more: {}",
-          database.path, sql);
+    check_input(result == SQLITE_OK && next == nullptr, "store '{}': query accepts one statement, got more: {}",
+                database.path, sql);
     tail = next_tail;
   }
   // sqlite3_stmt_readonly counts PRAGMA reads such as "PRAGMA journal_mode" as writes; the authorizer has already
   // refused every PRAGMA that sets a value.
-  check(guard.is_pragma || sqlite3_stmt_readonly(statement.get()) != 0,
-        "store '{}': query refuses statements that write (only reading statements): {}", database.path, sql);
+  check_input(guard.is_pragma || sqlite3_stmt_readonly(statement.get()) != 0,
+              "store '{}': query refuses statements that write (only reading statements): {}", database.path, sql);
 
+  // A statement that runs away (a recursive CTE without an end) is interrupted at the deadline.
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            std::chrono::duration<double>(timeout_seconds));
+  ProgressScope progress(connection, timeout_seconds > 0 ? &deadline : nullptr);
   Json rows = Json::array();
   while (true) {
     result = sqlite3_step(statement.get());
     if (result == SQLITE_DONE) break;
+    check_input(result != SQLITE_INTERRUPT, "store '{}': query stopped after {:g} s (its time limit): {}",
+                database.path, timeout_seconds, sql);
     if (result != SQLITE_ROW) fail(database, "query");
     Json row = Json::object();
     int columns = sqlite3_column_count(statement.get());

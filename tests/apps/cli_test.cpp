@@ -145,9 +145,33 @@ TEST_F(CliTest, QueryReturnsRowsAsJsonAndRefusesWrites) {
     SCOPED_TRACE(write);
     const ProcessResult refused = edgesweep({"query", db.string(), write});
     ASSERT_FALSE(refused.timed_out) << describe(refused);
-    EXPECT_NE(refused.exit_code, 0) << describe(refused);
+    EXPECT_EQ(refused.exit_code, 2) << describe(refused);  // the statement is bad input
     EXPECT_TRUE(contains(refused.err, "error:")) << describe(refused);
     EXPECT_TRUE(refused.out.empty()) << describe(refused);
+  }
+
+  // A statement without an end is stopped at its time limit; fts3_tokenizer is not reachable.
+  const ProcessResult endless = edgesweep({"query", db.string(), "--timeout", "1",
+                                           "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+                                           "SELECT count(*) FROM n"});
+  ASSERT_FALSE(endless.timed_out) << describe(endless);
+  EXPECT_EQ(endless.exit_code, 2) << describe(endless);
+  EXPECT_TRUE(contains(endless.err, "query stopped after 1 s (its time limit)")) << describe(endless);
+  const ProcessResult tokenizer =
+      edgesweep({"query", db.string(), "SELECT fts3_tokenizer('simple', x'0000000000000000')"});
+  EXPECT_EQ(tokenizer.exit_code, 2) << describe(tokenizer);
+  EXPECT_TRUE(contains(tokenizer.err, "refuses the function fts3_tokenizer()")) << describe(tokenizer);
+
+  // No store where the target points: bad input, exit 2, the path named.
+  for (const fs::path& missing : {folder_ / "nowhere.db", folder_ / "empty-folder"}) {
+    fs::create_directories(folder_ / "empty-folder");
+    for (const char* command : {"query", "status", "trials", "report"}) {
+      std::vector<std::string> args = {command, missing.string()};
+      if (std::string(command) == "query") args.push_back("SELECT 1");
+      const ProcessResult result = edgesweep(args);
+      EXPECT_EQ(result.exit_code, 2) << describe(result);
+      EXPECT_TRUE(contains(result.err, "no store at '")) << describe(result);
+    }
   }
 
   const Store store = Store::open(db, Store::Mode::ReadOnly);

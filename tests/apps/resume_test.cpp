@@ -2,10 +2,12 @@
 // simulated crash (a trial left 'running', artifacts corrupted or deleted) exactly the affected trials run again,
 // on MPI worker ranks when MPI is there, and stay done. A changed experiment file is refused.
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -15,6 +17,7 @@
 
 #include "app_harness.h"
 #include "edgesweep/common/hash.h"
+#include "edgesweep/orchestrator/store_lock.h"
 
 namespace edgesweep::apps_test {
 namespace {
@@ -72,6 +75,37 @@ void execute_directly(const fs::path& db, const std::string& sql) {
 }
 
 using ResumeTest = AppTest;
+
+TEST_F(ResumeTest, ASecondRunOnAStoreInUseIsRefusedAndReadersStillWork) {
+  const std::string spec_text = tiny_experiment("owned", results_dir_, "arch = \"small-cnn\"", R"toml([[pipeline]]
+stage = "finetune"
+epochs = 1
+)toml");
+  const fs::path spec = write_file("owned.toml", spec_text);
+  const fs::path db = results_dir_ / "edgesweep.db";
+  {
+    Store store = Store::open(db, Store::Mode::ReadWrite);
+    store.create_experiment("owned", spec_text, "0123");
+  }
+  // This test process stands for the run that owns the store.
+  std::optional<StoreLock> owner;
+  owner.emplace(db);
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"run", "--resume", spec.string()},
+                                               std::vector<std::string>{"run", spec.string()}}) {
+    const ProcessResult refused = edgesweep(args);
+    ASSERT_FALSE(refused.timed_out) << describe(refused);
+    EXPECT_EQ(refused.exit_code, 1) << describe(refused);
+    EXPECT_TRUE(contains(refused.err, fmt::format("is in use by another run (pid {} on host", getpid())))
+        << describe(refused);
+  }
+  const ProcessResult status = edgesweep({"status", db.string()});
+  EXPECT_EQ(status.exit_code, 0) << describe(status);
+  EXPECT_TRUE(contains(status.out, "owned")) << describe(status);
+  const ProcessResult query = edgesweep({"query", db.string(), "SELECT count(*) AS n FROM trials"});
+  EXPECT_EQ(query.exit_code, 0) << describe(query);
+  EXPECT_TRUE(contains(query.out, "\"n\": 0")) << describe(query);  // the refused runs added nothing
+  owner.reset();
+}
 
 TEST_F(ResumeTest, SkipsDoneTasksAndRerunsExactlyTheBrokenOnes) {
   const std::string spec_text = tiny_experiment("resume", results_dir_, "arch = \"small-cnn\"", R"toml([[pipeline]]

@@ -215,8 +215,10 @@ class Store {
   /// Failed jobs of an experiment back to pending with their attempts reset (a new run); returns how many.
   int64_t retry_failed_jobs(int64_t experiment_id);
 
-  /// Runs a read-only SQL statement and returns its rows as JSON objects (column name -> value).
-  Json query(const std::string& sql) const;
+  /// Runs a read-only SQL statement and returns its rows as JSON objects (column name -> value). Throws InputError
+  /// for a statement it refuses (writes, several statements, transaction control, ATTACH, setting PRAGMAs,
+  /// fts3_tokenizer), a statement SQLite cannot prepare, or one still running after `timeout_seconds` (<= 0: none).
+  Json query(const std::string& sql, double timeout_seconds = 30) const;
 
  private:
   struct Handle;
