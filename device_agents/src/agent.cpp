@@ -69,6 +69,11 @@ Agent::Agent(AgentOptions options) : options_(std::move(options)), io_(std::make
   settings.auth_timeout_seconds = options_.auth_timeout_seconds;
   settings.max_auth_bytes = options_.max_auth_bytes;
   settings.max_unauthenticated = options_.max_unauthenticated;
+  settings.max_queued = options_.max_queued;
+  settings.max_queued_per_connection = options_.max_queued_per_connection;
+  check_input(options_.max_queued >= 1 && options_.max_queued_per_connection >= 1,
+              "the benchmark queue bounds must be at least 1 (got {} in all, {} per connection)", options_.max_queued,
+              options_.max_queued_per_connection);
   check_input(options_.max_unauthenticated >= 1, "the number of connections waiting for authentication must be at "
                                                  "least 1");
   settings.profile = options_.profile;

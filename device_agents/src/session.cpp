@@ -312,7 +312,7 @@ void Session::handle_benchmark(const Json& message) {
     job.timeout_seconds = timeout.get<double>();
   }
   auto self = shared_from_this();
-  state_->enqueue_benchmark(std::move(job), [self, message, sha256](BenchOutcome outcome) {
+  state_->enqueue_benchmark(this, std::move(job), [self, message, sha256](BenchOutcome outcome) {
     // Called on the benchmark thread: hop back onto this connection's strand.
     net::post(self->socket_.get_executor(), [self, message, sha256, outcome = std::move(outcome)] {
       self->on_benchmark_done(message, sha256, outcome);
@@ -402,6 +402,10 @@ void Session::close() {
   if (closed_) return;
   closed_ = true;
   release_place();
+  // Nobody will read the results of this connection's waiting benchmarks.
+  if (const size_t dropped = state_->drop_benchmarks_of(this); dropped > 0) {
+    spdlog::info("connection from {} closed: {} waiting benchmark(s) dropped", peer_, dropped);
+  }
   upload_.reset();
   auth_timer_.cancel();
   error_code ignored;  // queued replies stay alive until their write handlers have run

@@ -1,6 +1,8 @@
 // The model folder and the benchmark queue of an agent.
 #include "edgesweep/device_agents/shared_state.h"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "edgesweep/common/error.h"
@@ -43,12 +45,21 @@ bool SharedState::admit_unauthenticated() {
 
 void SharedState::release_unauthenticated() { --unauthenticated_; }
 
-void SharedState::enqueue_benchmark(BenchJob job, BenchmarkDone done) {
+void SharedState::enqueue_benchmark(const void* owner, BenchJob job, BenchmarkDone done) {
   job.cancelled = cancel_;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!stopping_) {
-      queue_.emplace_back(std::move(job), std::move(done));
+      if (queue_.size() >= settings_.max_queued) {
+        throw ProtocolError(fmt::format("the benchmark queue is full ({} waiting); try again later", queue_.size()));
+      }
+      const auto mine = std::count_if(queue_.begin(), queue_.end(), [&](const Queued& q) { return q.owner == owner; });
+      if (static_cast<size_t>(mine) >= settings_.max_queued_per_connection) {
+        throw ProtocolError(fmt::format("this connection already has {} benchmarks waiting (the most one connection "
+                                        "may queue); wait for their results",
+                                        mine));
+      }
+      queue_.push_back(Queued{owner, std::move(job), std::move(done)});
       wake_.notify_one();
       return;
     }
@@ -58,13 +69,24 @@ void SharedState::enqueue_benchmark(BenchJob job, BenchmarkDone done) {
   done(std::move(outcome));
 }
 
+size_t SharedState::drop_benchmarks_of(const void* owner) {
+  std::deque<Queued> dropped;  // destroyed outside the lock: their callbacks hold connections
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::deque<Queued> kept;
+    for (Queued& q : queue_) (q.owner == owner ? dropped : kept).push_back(std::move(q));
+    queue_.swap(kept);
+  }
+  return dropped.size();
+}
+
 size_t SharedState::pending_benchmarks() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return queue_.size() + (running_job_ ? 1 : 0);
 }
 
 void SharedState::stop() {
-  std::deque<std::pair<BenchJob, BenchmarkDone>> dropped;
+  std::deque<Queued> dropped;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
@@ -72,17 +94,17 @@ void SharedState::stop() {
     dropped.swap(queue_);
     wake_.notify_all();
   }
-  for (auto& [job, done] : dropped) {
+  for (Queued& q : dropped) {
     BenchOutcome outcome;
     outcome.error = "agent stopping: the request was dropped before it ran";
-    done(std::move(outcome));
+    q.done(std::move(outcome));
   }
   if (thread_.joinable()) thread_.join();
 }
 
 void SharedState::run_benchmarks() {
   for (;;) {
-    std::pair<BenchJob, BenchmarkDone> next;
+    Queued next;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -93,20 +115,20 @@ void SharedState::run_benchmarks() {
     }
     BenchOutcome outcome;
     try {
-      spdlog::info("benchmark of {} started", next.first.model.filename().string());
-      outcome = settings_.benchmark(next.first);
+      spdlog::info("benchmark of {} started", next.job.model.filename().string());
+      outcome = settings_.benchmark(next.job);
     } catch (const std::exception& e) {
       outcome = BenchOutcome{};
       outcome.error = e.what();
     }
     if (!outcome.ok && outcome.error.empty()) outcome.error = "benchmark failed without a message";
-    spdlog::info("benchmark of {} {}", next.first.model.filename().string(),
+    spdlog::info("benchmark of {} {}", next.job.model.filename().string(),
                  outcome.ok ? "done" : "failed: " + outcome.error);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       running_job_ = false;
     }
-    next.second(std::move(outcome));
+    next.done(std::move(outcome));
   }
 }
 

@@ -426,9 +426,18 @@ void SpecParser::check_teacher(const toml::table& table, const std::string& cont
 /// Datasets read from a folder need its path; fashion-mnist falls back to the packaged copy.
 void SpecParser::check_data(const toml::table& table, const Json& data) const {
   const std::string dataset = data["dataset"].get<std::string>();
-  if ((dataset == "cifar10" || dataset == "imagefolder") && data["path"].get<std::string>().empty()) {
+  const std::string path = data["path"].get<std::string>();
+  if ((dataset == "cifar10" || dataset == "imagefolder") && path.empty()) {
     fail(table.get("dataset")->source().begin,
          fmt::format("[data] dataset = \"{}\" needs 'path' = the folder that holds it", dataset));
+  }
+  std::error_code error;
+  if (!path.empty() && !std::filesystem::is_directory(path, error)) {
+    // Found now rather than by every task of the run.
+    fail(table.get("path")->source().begin,
+         fmt::format("[data] 'path' = \"{}\" is not an existing folder (relative paths are read from the working "
+                     "folder)",
+                     path));
   }
 }
 

@@ -72,7 +72,8 @@ struct FakeBench {
 
 class AgentTest : public ::testing::Test {
  protected:
-  void start(bool with_token = true, double auth_timeout = 30, size_t max_unauthenticated = 32) {
+  void start(bool with_token = true, double auth_timeout = 30, size_t max_unauthenticated = 32,
+             size_t max_queued_per_connection = 32) {
     if (with_token) {
       std::ofstream(folder_ / "token") << token_ << "\n";
       chmod((folder_ / "token").c_str(), 0600);
@@ -88,6 +89,7 @@ class AgentTest : public ::testing::Test {
     options.max_upload_bytes = 1 << 20;
     options.auth_timeout_seconds = auth_timeout;
     options.max_unauthenticated = max_unauthenticated;
+    options.max_queued_per_connection = max_queued_per_connection;
     options.hardware = Json{{"cpu_model", "test cpu"}, {"cores", 2}};
     options.handle_signals = false;
     options.benchmark = [this](const BenchJob& job) { return bench_(job); };
@@ -280,6 +282,48 @@ TEST_F(AgentTest, ConnectionsWaitingForAuthenticationAreBounded) {
   waiting.push_back(raw_client());  // the authenticated one holds no place
   expect_error<AgentRefused>([&] { raw_client(); }, {"too many connections waiting"});
   EXPECT_EQ(authenticated.ping().at("type"), "pong");
+}
+
+/// A benchmark request of the stand-in that sleeps `sleep_ms`.
+std::string sleeping_benchmark(int id, const std::string& sha, int sleep_ms) {
+  return Json{{"type", "benchmark"}, {"id", id}, {"sha256", sha}, {"request", {{"sleep_ms", sleep_ms}}}}.dump();
+}
+
+TEST_F(AgentTest, AConnectionMayQueueOnlySoMany) {
+  start(true, 30, 32, 2);
+  AgentClient c = client();
+  const std::string sha = c.upload_bytes("model bytes");
+  c.send_frame(FrameType::Control, sleeping_benchmark(1, sha, 60000));  // runs
+  while (bench_.running.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int id = 2; id <= 4; ++id) c.send_frame(FrameType::Control, sleeping_benchmark(id, sha, 10));
+  const Json refused = c.read_message(10);  // the third waiting one
+  EXPECT_EQ(refused.at("type"), "error") << refused.dump();
+  EXPECT_EQ(refused.at("id"), 4) << refused.dump();
+  EXPECT_NE(refused.at("message").get<std::string>().find("already has 2 benchmarks waiting"), std::string::npos)
+      << refused.dump();
+  EXPECT_EQ(c.ping().at("queued"), 3);  // the connection stays usable; another one may queue its own
+  AgentClient other = client();
+  other.send_frame(FrameType::Control, sleeping_benchmark(9, sha, 10));
+  EXPECT_EQ(other.ping().at("queued"), 4);
+}
+
+TEST_F(AgentTest, TheWaitingBenchmarksOfAGoneClientAreDropped) {
+  start();
+  {
+    AgentClient gone = client();
+    const std::string sha = gone.upload_bytes("model bytes");
+    gone.send_frame(FrameType::Control, sleeping_benchmark(1, sha, 300));  // runs to its end
+    while (bench_.running.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (int id = 2; id <= 4; ++id) gone.send_frame(FrameType::Control, sleeping_benchmark(id, sha, 300));
+    EXPECT_EQ(gone.ping().at("queued"), 4);
+  }  // the client goes
+  AgentClient watcher = client();
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (watcher.ping().at("queued").get<int>() > 0 && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(watcher.ping().at("queued"), 0);
+  EXPECT_EQ(bench_.runs.load(), 1);  // not 4: the three waiting ones were dropped with their connection
 }
 
 TEST_F(AgentTest, StoppingAnswersPendingBenchmarksAtOnce) {

@@ -227,11 +227,18 @@ out = 10
   EXPECT_EQ(spec.base_trial["model"]["layers"].size(), 2u);
 }
 
+/// An existing folder for [data] path.
+std::string data_folder() {
+  const std::filesystem::path folder = std::filesystem::path(testing::TempDir()) / "edgesweep_spec_data";
+  std::filesystem::create_directories(folder);
+  return folder.string();
+}
+
 TEST(Spec, FolderDatasetsKeepTheirPath) {
   const ExperimentSpec spec =
-      parse_spec_string(kHead + "[data]\ndataset = \"cifar10\"\npath = \"/data/cifar\"\n", "x.toml");
+      parse_spec_string(kHead + "[data]\ndataset = \"cifar10\"\npath = \"" + data_folder() + "\"\n", "x.toml");
   EXPECT_EQ(spec.base_trial["data"]["dataset"], "cifar10");
-  EXPECT_EQ(spec.base_trial["data"]["path"], "/data/cifar");
+  EXPECT_EQ(spec.base_trial["data"]["path"], data_folder());
 }
 
 TEST(Spec, ReadsFilesAndNamesThemInErrors) {
@@ -421,6 +428,13 @@ TEST(SpecErrors, FolderDatasetsNeedAPath) {
             "x.toml:4:11: [data] dataset = \"cifar10\" needs 'path' = the folder that holds it");
   EXPECT_EQ(error_of(kHead + "[data]\npath = \"\"\ndataset = \"imagefolder\"\n"),
             "x.toml:5:11: [data] dataset = \"imagefolder\" needs 'path' = the folder that holds it");
+  // A path that is not there is found by validate, not by every task of the run.
+  EXPECT_EQ(error_of(kHead + "[data]\ndataset = \"cifar10\"\npath = \"no/such/folder\"\n"),
+            "x.toml:5:8: [data] 'path' = \"no/such/folder\" is not an existing folder (relative paths are read from "
+            "the working folder)");
+  EXPECT_EQ(error_of(kHead + "[data]\npath = \"x.toml\"\n"),
+            "x.toml:4:8: [data] 'path' = \"x.toml\" is not an existing folder (relative paths are read from the "
+            "working folder)");
 }
 
 TEST(SpecErrors, TomlSyntax) {
@@ -472,7 +486,7 @@ TEST(SpecErrors, DataClasses) {
             "x.toml:4:15: [data] 'classes' must be an array of integers, got \"6\"");
   EXPECT_EQ(error_of(kHead + "[data]\nclasses = 5\n"),
             "x.toml:4:11: [data] 'classes' must be an array of integers, got 5");
-  EXPECT_EQ(error_of(kHead + "[data]\ndataset = \"cifar10\"\npath = \"/data/cifar\"\nclasses = [0, 10]\n"),
+  EXPECT_EQ(error_of(kHead + "[data]\ndataset = \"cifar10\"\npath = \"" + data_folder() + "\"\nclasses = [0, 10]\n"),
             "x.toml:6:15: [data] 'classes' = [0,10] holds 10, but cifar10 has 10 classes (0..9)");
 
   // An image folder's classes are its subfolders, counted when the folder is there.

@@ -24,6 +24,8 @@ struct AgentOptions {
   double auth_timeout_seconds = 30;
   size_t max_auth_bytes = 4096;     ///< largest frame read before authentication (an auth message)
   size_t max_unauthenticated = 32;  ///< connections waiting for authentication at once; more are refused
+  size_t max_queued = 256;               ///< benchmarks waiting at once over all connections
+  size_t max_queued_per_connection = 32;  ///< benchmarks one connection may have waiting
   std::filesystem::path bench_executable = "/proc/self/exe";  ///< run as `<exe> agent-bench ...` per benchmark
   BenchmarkFunction benchmark;  ///< empty: run_benchmark_child(bench_executable, job, profile)
   Json hardware;                ///< null: probe_hardware()

@@ -32,6 +32,8 @@ struct AgentSettings {
   double auth_timeout_seconds = 30;     ///< a connection that has not authenticated by then is closed
   size_t max_auth_bytes = 4096;         ///< before authentication only a control frame this long (auth) is read
   size_t max_unauthenticated = 32;      ///< connections waiting for authentication at once; more are refused
+  size_t max_queued = 256;              ///< benchmarks waiting at once, over all connections
+  size_t max_queued_per_connection = 32;  ///< benchmarks one connection may have waiting
   double max_benchmark_seconds = 3600;  ///< largest timeout a client may ask for
   Json hardware;                        ///< sent in hello
   AgentProfile profile;                 ///< sent in hello, used by every benchmark
@@ -59,8 +61,13 @@ class SharedState {
 
   /// Called on the benchmark thread with the outcome of a queued job.
   using BenchmarkDone = std::function<void(BenchOutcome)>;
-  /// Queues a job; jobs run one at a time in order of arrival.
-  void enqueue_benchmark(BenchJob job, BenchmarkDone done);
+  /// Queues a job of connection `owner`; jobs run one at a time in order of arrival. Throws ProtocolError when the
+  /// queue is full (max_queued in all, max_queued_per_connection for this owner); when stopping, `done` is called
+  /// at once with "agent stopping".
+  void enqueue_benchmark(const void* owner, BenchJob job, BenchmarkDone done);
+  /// Removes the waiting jobs of `owner` (a connection that has gone; nobody would read their results). The running
+  /// job, if it is one of them, runs to its end. Returns how many were removed; their done callbacks are not called.
+  size_t drop_benchmarks_of(const void* owner);
   /// Jobs waiting or running.
   size_t pending_benchmarks() const;
 
@@ -81,7 +88,12 @@ class SharedState {
   NonceRegistry nonces_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<std::pair<BenchJob, BenchmarkDone>> queue_;
+  struct Queued {
+    const void* owner = nullptr;
+    BenchJob job;
+    BenchmarkDone done;
+  };
+  std::deque<Queued> queue_;
   bool running_job_ = false;
   bool stopping_ = false;
   std::shared_ptr<std::atomic<bool>> cancel_ = std::make_shared<std::atomic<bool>>(false);
