@@ -3,6 +3,7 @@
 
 #include <map>
 
+#include "edgesweep/common/benchmark_request.h"
 #include "edgesweep/common/error.h"
 
 namespace edgesweep {
@@ -298,7 +299,7 @@ std::map<std::string, SectionSpec> make_sections() {
   sections["measure"] = {
       "measure",
       {
-          list("batch_sizes", ParamType::FloatList, Json::array({1, 32}),
+          list("batch_sizes", ParamType::FloatList, Json(default_benchmark_batch_sizes()),
                "batch sizes every artifact is benchmarked at on every device (whole numbers >= 1)"),
           integer("warmup_runs", 5, 0, 100000, false, "untimed runs before timing, per batch size"),
           real("warmup_seconds", 0.5, 0.0, 3600.0, false, "and at least this long of untimed runs"),

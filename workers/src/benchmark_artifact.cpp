@@ -21,6 +21,7 @@
 #include <torch/version.h>
 
 #include "edgesweep/common/allocator.h"
+#include "edgesweep/common/benchmark_request.h"
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/hash.h"
 #include "edgesweep/workers/compress/quantize.h"
@@ -33,17 +34,6 @@ namespace fs = std::filesystem;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-/// request[key] as a T, or `fallback` when absent; InputError naming the key when it has the wrong type.
-template <typename T>
-T request_value(const Json& request, const std::string& key, const T& fallback) {
-  if (!request.contains(key) || request.at(key).is_null()) return fallback;
-  try {
-    return request.at(key).get<T>();
-  } catch (const Json::exception&) {
-    throw InputError(fmt::format("benchmark request: key '{}' has the wrong type: {}", key, request.at(key).dump()));
-  }
-}
 
 std::string lower(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -88,18 +78,17 @@ Json read_benchmark_metadata(const fs::path& model) {
 }
 
 /// Sets threads and the quantized engine: the request's engine, else the artifact's, else LibTorch's default.
-void configure_runtime(const Json& request, const Json& metadata) {
-  const int64_t threads = request_value<int64_t>(request, "threads", 1);
-  check_input(threads >= 1, "benchmark request: 'threads' must be at least 1, got {}", threads);
-  at::set_num_threads(static_cast<int>(threads));
-  std::string engine = request_value<std::string>(request, "quantized_engine", "");
+void configure_runtime(const BenchmarkRequest& request, const Json& metadata) {
+  at::set_num_threads(static_cast<int>(request.threads));
+  std::string engine = request.quantized_engine;
   if (engine.empty()) engine = metadata.value("quantized_engine", std::string());
   if (!engine.empty() && engine != "none") at::globalContext().setQEngine(engine_from_name(engine));
 }
 
 /// One sample's [C, H, W]: the request's "input_shape", else the artifact's.
-std::vector<int64_t> input_shape(const Json& request, const Json& metadata, const fs::path& model) {
-  Json shape = request.contains("input_shape") ? request.at("input_shape") : metadata.value("input_shape", Json());
+std::vector<int64_t> input_shape(const BenchmarkRequest& request, const Json& metadata, const fs::path& model) {
+  if (!request.input_shape.empty()) return request.input_shape;
+  const Json shape = metadata.value("input_shape", Json());
   check_input(shape.is_array() && shape.size() == 3,
               "benchmark: '{}' names no input shape [C, H, W] in {} (got {}); give 'input_shape' in the request",
               model.string(), kMetadataFile, shape.dump());
@@ -170,32 +159,18 @@ std::vector<double> doubles(const Json& metadata, const char* key, const fs::pat
 }
 
 /// Top-1 accuracy of `module` on the request's evaluation set, with what identifies the set.
-Json measure_accuracy(torch::jit::Module& module, const Json& spec, const Json& metadata, const fs::path& model,
-                      const std::vector<int64_t>& shape, int64_t batch_size) {
-  check_input(spec.is_object(), "benchmark request: 'dataset' must be an object with 'id' and 'path', got {}",
-              spec.dump());
-  const std::string id = request_value<std::string>(spec, "id", "");
-  const std::string path = request_value<std::string>(spec, "path", "");
-  const int64_t limit = request_value<int64_t>(spec, "limit", 0);
-  check_input(!id.empty() && !path.empty(), "benchmark request: 'dataset' needs 'id' and 'path', got {}",
-              spec.dump());
-  check_input(batch_size >= 1, "benchmark request: 'accuracy_batch_size' must be at least 1, got {}", batch_size);
-  const auto classes = request_value<std::vector<int64_t>>(spec, "classes", {});
+Json measure_accuracy(torch::jit::Module& module, const BenchmarkDataset& spec, const Json& metadata,
+                      const fs::path& model, const std::vector<int64_t>& shape, int64_t batch_size) {
+  const std::string& id = spec.id;
+  const std::string& path = spec.path;
+  const int64_t limit = spec.limit;
   EvaluationSet set = read_evaluation_set(id, path);
-  if (!classes.empty()) {  // the experiment's [data] classes: labels relabelled as in training
-    for (int64_t c : classes) {
-      check_input(c >= 0 && c < 10, "benchmark request: 'dataset' 'classes' holds {}; '{}' has classes 0..9", c, id);
-    }
-    set.data = select_classes(set.data, classes);
-  }
+  // The experiment's [data] classes: labels relabelled as in training (each checked to be 0..9).
+  if (!spec.classes.empty()) set.data = select_classes(set.data, spec.classes);
   if (limit > 0 && limit < set.data.size()) {
     set.data = set.data.select(torch::arange(limit, torch::kInt64));
   }
-  const int64_t resize = request_value<int64_t>(spec, "resize", 0);
-  const bool rgb = request_value<bool>(spec, "rgb", false);
-  check_input(resize >= 0 && resize <= 4096, "benchmark request: 'dataset' 'resize' must be in [0, 4096], got {}",
-              resize);
-  if (resize > 0 || rgb) set.data = transform_images(set.data, resize, rgb);
+  if (spec.resize > 0 || spec.rgb) set.data = transform_images(set.data, spec.resize, spec.rgb);
   const Dataset& data = set.data;
   check_input(data.size() > 0, "benchmark: the evaluation set '{}' in '{}' is empty", id, path);
   check_input(data.images.size(1) == shape[0] && data.images.size(2) == shape[1] && data.images.size(3) == shape[2],
@@ -246,12 +221,12 @@ bool is_out_of_memory(const std::string& message) {
 }
 
 /// Faults on purpose, for tests of the runner that isolates this process; only with EDGESWEEP_TEST_FAULTS=1.
-void inject_fault(const Json& request) {
-  if (!request.contains("crash")) return;
+void inject_fault(const BenchmarkRequest& request) {
+  if (request.crash.empty()) return;
   const char* allowed = std::getenv("EDGESWEEP_TEST_FAULTS");
   check_input(allowed != nullptr && std::string(allowed) == "1",
               "benchmark request: 'crash' is a test-only key (honoured only with EDGESWEEP_TEST_FAULTS=1)");
-  const std::string crash = request_value<std::string>(request, "crash", "");
+  const std::string& crash = request.crash;
   if (crash == "segv") std::raise(SIGSEGV);
   if (crash == "abort") std::abort();
   if (crash == "hang") {
@@ -273,27 +248,20 @@ void write_json(const fs::path& path, const Json& value) {
 
 }  // namespace
 
-Json benchmark_artifact(const Json& request) {
-  check_input(request.is_object(), "benchmark request must be a JSON object, got {}", request.dump());
-  const fs::path model = request_value<std::string>(request, "model", "");
+Json benchmark_artifact(const Json& json) {
+  const BenchmarkRequest request = parse_benchmark_request(json);
+  const fs::path model = request.model;
   check_input(!model.empty(), "benchmark request names no 'model'");
   const Json metadata = read_benchmark_metadata(model);
   configure_runtime(request, metadata);
   const std::vector<int64_t> shape = input_shape(request, metadata, model);
 
   LatencyOptions options;
-  options.warmup_runs = request_value<int64_t>(request, "warmup_runs", 5);
-  options.warmup_seconds = request_value<double>(request, "warmup_seconds", 0.5);
-  options.min_runs = request_value<int64_t>(request, "min_runs", 20);
-  options.min_seconds = request_value<double>(request, "min_seconds", 1.0);
-  check_input(options.warmup_runs >= 0 && options.warmup_seconds >= 0 && options.min_runs >= 1 &&
-                  options.min_seconds >= 0,
-              "benchmark request: warm-up and timed limits must not be negative and min_runs at least 1 (got {}, {}, "
-              "{}, {})",
-              options.warmup_runs, options.warmup_seconds, options.min_runs, options.min_seconds);
-  const auto batch_sizes = request_value<std::vector<int64_t>>(request, "batch_sizes", {1, 32});
-  check_input(!batch_sizes.empty(), "benchmark request: 'batch_sizes' is empty");
-  for (int64_t b : batch_sizes) check_input(b >= 1, "benchmark request: batch size {} is not positive", b);
+  options.warmup_runs = request.warmup_runs;
+  options.warmup_seconds = request.warmup_seconds;
+  options.min_runs = request.min_runs;
+  options.min_seconds = request.min_seconds;
+  const std::vector<int64_t>& batch_sizes = request.batch_sizes;
 
   const auto load_start = Clock::now();
   torch::jit::Module module;
@@ -314,8 +282,8 @@ Json benchmark_artifact(const Json& request) {
                 {"artifact_quantized_engine", metadata.value("quantized_engine", std::string("none"))},
                 {"input_shape", shape}}},
               {"load_seconds", load_seconds}};
-  torch::Generator generator = at::detail::createCPUGenerator(request_value<uint64_t>(request, "seed", 0));
-  const bool keep = request_value<bool>(request, "keep_latencies", true);
+  torch::Generator generator = at::detail::createCPUGenerator(request.seed);
+  const bool keep = request.keep_latencies;
   Json batches = Json::array();
   for (int64_t b : batch_sizes) {
     try {
@@ -327,18 +295,17 @@ Json benchmark_artifact(const Json& request) {
   }
   result["batches"] = batches;
   result["accuracy"] = nullptr;
-  if (request.contains("dataset") && !request.at("dataset").is_null()) {
-    result["accuracy"] = measure_accuracy(module, request.at("dataset"), metadata, model, shape,
-                                          request_value<int64_t>(request, "accuracy_batch_size", 256));
+  if (request.dataset) {
+    result["accuracy"] =
+        measure_accuracy(module, *request.dataset, metadata, model, shape, request.accuracy_batch_size);
   }
   result["runtime"] = runtime_description();
   result["self_peak_rss_mb"] = own_peak_rss_mb();
   return result;
 }
 
-Json benchmark_runtime_only(const Json& request) {
-  check_input(request.is_object(), "benchmark request must be a JSON object, got {}", request.dump());
-  configure_runtime(request, Json::object());
+Json benchmark_runtime_only(const Json& json) {
+  configure_runtime(parse_benchmark_request(json), Json::object());
   {
     // Start what a model's first run starts (the intra-op thread pool, the allocator) on a negligible tensor.
     c10::InferenceMode inference;
@@ -363,7 +330,7 @@ int run_benchmark_request(const fs::path& request_file, const fs::path& output_f
     } catch (const Json::exception& e) {
       throw InputError(fmt::format("benchmark: request file '{}' is not JSON ({})", request_file.string(), e.what()));
     }
-    inject_fault(request);
+    inject_fault(parse_benchmark_request(request));
     out = Json{{"ok", true}, {"result", empty ? benchmark_runtime_only(request) : benchmark_artifact(request)}};
   } catch (const InputError& e) {
     out = Json{{"ok", false}, {"kind", "input"}, {"error", e.what()}};

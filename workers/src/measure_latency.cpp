@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include "edgesweep/common/benchmark_request.h"
 #include "edgesweep/common/error.h"
 
 namespace edgesweep {
@@ -138,7 +139,7 @@ std::vector<Metric> measure_artifact_latency(const std::filesystem::path& artifa
   torch::jit::Module module = prepare_for_inference(torch::jit::load(artifact.string()), form);
   const LatencyOptions options = latency_options_for(seconds, threads);
   torch::Generator generator = at::detail::createCPUGenerator(0);
-  for (int64_t batch : {1, 32}) {
+  for (int64_t batch : default_benchmark_batch_sizes()) {
     const auto x = torch::randn({batch, input.channels, input.height, input.width}, generator);
     const LatencyStats stats = measure_latency(module, x, options);
     metrics.push_back({-1, fmt::format("latency_b{}_ms", batch), stats.p50_ms});

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "edgesweep/common/benchmark_request.h"
 #include "edgesweep/common/json.h"
 #include "edgesweep/common/trial_config.h"
 #include "edgesweep/orchestrator/pareto.h"
@@ -52,7 +53,7 @@ struct DeviceSpec {
 
 /// [measure]: how the device farm benchmarks every artifact on every device.
 struct MeasureSettings {
-  std::vector<int64_t> batch_sizes{1, 32};
+  std::vector<int64_t> batch_sizes = default_benchmark_batch_sizes();
   int64_t warmup_runs = 5;
   double warmup_seconds = 0.5;
   int64_t min_runs = 20;
