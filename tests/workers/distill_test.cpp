@@ -13,6 +13,7 @@
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/params.h"
 #include "edgesweep/workers/compress/prune.h"
+#include "edgesweep/workers/compress/quantize.h"
 #include "edgesweep/workers/stages.h"
 #include "edgesweep/workers/trainer.h"
 #include "expect_error.h"
@@ -113,6 +114,7 @@ TEST(DistillStage, MovesTheStudentTowardTheTeacherAndRecordsAccuracies) {
   };
   GraphModule student = small_cnn(7);
   const double before = divergence(student);
+  GraphModule initial = clone_graph_module(student);  // the stage trains `student` in place
 
   TrialConfig trial;
   std::vector<Metric> metrics;
@@ -123,9 +125,10 @@ TEST(DistillStage, MovesTheStudentTowardTheTeacherAndRecordsAccuracies) {
   const double after = divergence(distilled);
   EXPECT_LT(after, 0.5 * before) << "KL before " << before << ", after " << after;
   EXPECT_EQ(context.epoch_offset, 3);
-  for (const char* name : {"teacher_val_accuracy", "val_accuracy_before_distill", "val_accuracy_after_distill"}) {
-    EXPECT_GE(metric(metrics, name), 0.0) << name;
-  }
+  const auto accuracy = [&](GraphModule m) { return evaluate_accuracy(m, data.val, data.mean, data.std, 256); };
+  EXPECT_DOUBLE_EQ(metric(metrics, "teacher_val_accuracy"), accuracy(teacher));
+  EXPECT_DOUBLE_EQ(metric(metrics, "val_accuracy_before_distill"), accuracy(initial));
+  EXPECT_DOUBLE_EQ(metric(metrics, "val_accuracy_after_distill"), accuracy(distilled));
   // The teacher is left as it was: same weights, eval mode.
   size_t k = 0;
   for (const auto& p : teacher->parameters()) EXPECT_TRUE(torch::equal(p, teacher_weights[k++]));
@@ -299,7 +302,8 @@ TEST(DistillStage, AddsTheHintLossAndExportsNoRegressor) {
   for (const Metric& m : plain) plain_loss = m.name == "train_loss" && m.step == 1 ? m.value : plain_loss;
   for (const Metric& m : hinted) hinted_loss = m.name == "train_loss" && m.step == 1 ? m.value : hinted_loss;
   EXPECT_GT(hinted_loss, plain_loss);  // the same run plus a non-negative term that is not zero
-  EXPECT_GE(metric(hinted, "val_accuracy_after_distill"), 0.0);
+  EXPECT_DOUBLE_EQ(metric(hinted, "val_accuracy_after_distill"),
+                   evaluate_accuracy(student, data.val, data.mean, data.std, 256));
   EXPECT_EQ(count_params(student->graph()), count_params(narrow_cnn(20, 4)->graph()));
   EXPECT_FALSE(student->output_transform);
   EXPECT_FALSE(teacher->output_transform);
@@ -324,10 +328,14 @@ TEST(PruneStage, FineTunesWithDistillationAndRecordsItsMetrics) {
   run(false, plain);
   GraphModule model = run(true, distilled);
   EXPECT_NEAR(metric(distilled, "sparsity"), 50.0, 0.1);
-  for (const char* name : {"val_accuracy_before_prune", "val_accuracy_after_prune", "val_accuracy_after_finetune",
-                           "params_after", "macs_after"}) {
-    EXPECT_GE(metric(distilled, name), 0.0) << name;
-  }
+  const auto accuracy = [&](GraphModule m) { return evaluate_accuracy(m, data.val, data.mean, data.std, 256); };
+  GraphModule masked = small_cnn(9);  // the stage's input, made again from its seed
+  EXPECT_DOUBLE_EQ(metric(distilled, "val_accuracy_before_prune"), accuracy(masked));
+  apply_masks(masked, magnitude_masks(masked, 0.5, true));  // one shot, before fine-tuning
+  EXPECT_DOUBLE_EQ(metric(distilled, "val_accuracy_after_prune"), accuracy(masked));
+  EXPECT_DOUBLE_EQ(metric(distilled, "val_accuracy_after_finetune"), accuracy(model));
+  EXPECT_EQ(metric(distilled, "params_after"), static_cast<double>(count_params(model->graph())));
+  EXPECT_EQ(metric(distilled, "macs_after"), static_cast<double>(count_macs(model->graph())));
   // The pruned weights stayed zero under the distillation loss, and the loss was not cross-entropy's.
   int64_t zeros = 0, total = 0;
   for (const LayerSparsity& layer : measure_sparsity(model)) {
@@ -440,12 +448,14 @@ TEST(QuantizeStage, QuantizationAwareTrainingDistilsWhenAsked) {
         "quantize", {{"mode", "qat-int8"}, {"qat_epochs", 1}, {"calibration_batches", 2}, {"batch_size", 16},
                      {"distill", distill}, {"temperature", 2.0}, {"alpha", 0.8}});
     find_stage("quantize")(small_cnn(11), stage, context);
-    EXPECT_NE(context.scripted, nullptr);
+    ASSERT_NE(context.scripted, nullptr);
+    // The recorded accuracy is that of the int8 model the stage hands on.
+    EXPECT_DOUBLE_EQ(metric(metrics, "quantize/val_accuracy_quantized"),
+                     evaluate_scripted_accuracy(*context.scripted, data.val, data.mean, data.std, 256));
   };
   std::vector<Metric> plain, distilled;
   run(false, plain);
   run(true, distilled);
-  EXPECT_GE(metric(distilled, "quantize/val_accuracy_quantized"), 0.0);
   double plain_loss = -1, distilled_loss = -1;
   for (const Metric& m : plain) plain_loss = m.name == "train_loss" && m.step == 1 ? m.value : plain_loss;
   for (const Metric& m : distilled) distilled_loss = m.name == "train_loss" && m.step == 1 ? m.value : distilled_loss;
