@@ -333,8 +333,8 @@ void pareto_section(Page& page, const Store& store, int64_t experiment_id, int64
       for (const Candidate& c : front.feasible) all.points.push_back(point(c));
       PlotSeries best{"Pareto front", {}, {}, "linespoints lw 2 pt 7 ps 1.0 lc rgb '#d62728'"};
       std::vector<size_t> members = front.front;
-      std::sort(members.begin(), members.end(), [&](size_t a, size_t b) {
-        return point(front.feasible[a]) < point(front.feasible[b]);
+      std::sort(members.begin(), members.end(), [&, &feasible = front.feasible](size_t a, size_t b) {
+        return point(feasible[a]) < point(feasible[b]);  // a structured binding is not captured (C++17)
       });
       for (size_t i : members) {
         best.points.push_back(point(front.feasible[i]));

@@ -1,0 +1,1 @@
+SELECT t.id, e.name FROM trials t JOIN experiments e ON e.id = t.experiment_id ORDER BY t.id DESC LIMIT 2
