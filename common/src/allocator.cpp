@@ -24,8 +24,10 @@ void apply_allocator_policy(const std::string& policy) {
   if (policy == "kept") {
     // No block is served by mmap (each would be faulted in afresh and unmapped on free), and the heap's free top is
     // never given back. A thread's arena still falls back to mmap for a block larger than its heap can grow to.
-    check(mallopt(M_MMAP_MAX, 0) == 1, "mallopt(M_MMAP_MAX, 0) failed");
-    check(mallopt(M_TRIM_THRESHOLD, INT_MAX) == 1, "mallopt(M_TRIM_THRESHOLD) failed");
+    // An allocator that replaces glibc's (a sanitizer's, a preloaded jemalloc) ignores mallopt: said, not fatal.
+    const bool kept = mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, INT_MAX) == 1;
+    applied() = kept ? "kept" : "default (the allocator in use ignores mallopt)";
+    return;
   }
   applied() = policy;
 }
@@ -36,7 +38,7 @@ std::string configure_allocator() {
   check_input(policy == "kept" || policy == "default",
               "EDGESWEEP_ALLOCATOR='{}' is not one of: kept (the default), default", policy);
   apply_allocator_policy(policy);
-  return policy;
+  return allocator_policy();
 }
 
 const std::string& allocator_policy() { return applied(); }

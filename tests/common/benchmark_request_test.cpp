@@ -82,7 +82,7 @@ TEST(BenchmarkRequest, BadKeysTypesAndRangesAreNamed) {
   };
   for (const auto& [text, fragments] : cases) {
     SCOPED_TRACE(text);
-    expect_error<InputError>([&] { parse_benchmark_request(Json::parse(text)); }, fragments);
+    expect_error<InputError>([&, json = Json::parse(text)] { parse_benchmark_request(json); }, fragments);
   }
 }
 

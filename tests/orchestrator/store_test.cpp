@@ -613,7 +613,7 @@ TEST_F(StoreTest, QueryRefusesAnythingButOneReadingStatement) {
   };
   for (const auto& [sql, expected] : refused) {
     // Each is the statement's fault: bad input.
-    expect_error<InputError>([&] { store.query(sql); }, {expected});
+    expect_error<InputError>([&, text = std::string(sql)] { store.query(text); }, {expected});
   }
   expect_error<InputError>(
       [&] { store.query("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n", 0.2); },

@@ -12,13 +12,15 @@
 namespace edgesweep {
 
 /// Applies the policy named by EDGESWEEP_ALLOCATOR ("kept" when unset, or "default") to this process and returns
-/// its name; call it first in main. Throws InputError naming the variable and its value for anything else.
+/// what is in effect (allocator_policy()); call it first in main. Throws InputError naming the variable and its value
+/// for anything else.
 std::string configure_allocator();
 
 /// Applies `policy` ("kept" or "default"); throws InputError for another name. "default" changes nothing.
 void apply_allocator_policy(const std::string& policy);
 
-/// The policy applied last in this process ("default" until one is).
+/// The policy in effect: "kept", "default", or "default (the allocator in use ignores mallopt)" when "kept" was asked
+/// of an allocator that replaces glibc's (a sanitizer's, a preloaded one).
 const std::string& allocator_policy();
 
 }  // namespace edgesweep
