@@ -189,15 +189,73 @@ ProcessResult AppTest::edgesweep(const std::vector<std::string>& args) const {
   return run_process(argv, folder_, process_timeout);
 }
 
+std::map<std::string, std::string> mpi_environment() {
+  // Root is allowed (containers run tests as root); shared memory between ranks, and mpirun's own wiring on loopback.
+  return {{"OMPI_ALLOW_RUN_AS_ROOT", "1"},
+          {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
+          {"OMPI_MCA_btl", "self,vader"},
+          {"OMPI_MCA_oob_tcp_if_include", "lo"}};
+}
+
 ProcessResult AppTest::edgesweep_mpi(int ranks, const std::vector<std::string>& args) const {
   std::vector<std::string> argv = {mpiexec_path(), "-np", std::to_string(ranks), "--oversubscribe", EDGESWEEP_BINARY};
   argv.insert(argv.end(), args.begin(), args.end());
-  // Root is allowed (containers run tests as root); shared memory between ranks, and mpirun's own wiring on loopback.
-  const std::map<std::string, std::string> env = {{"OMPI_ALLOW_RUN_AS_ROOT", "1"},
-                                                  {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
-                                                  {"OMPI_MCA_btl", "self,vader"},
-                                                  {"OMPI_MCA_oob_tcp_if_include", "lo"}};
-  return run_process(argv, folder_, process_timeout, env);
+  return run_process(argv, folder_, process_timeout, mpi_environment());
+}
+
+Child::Child(const std::vector<std::string>& argv, const fs::path& log,
+             const std::map<std::string, std::string>& extra_env) {
+  std::vector<std::string> args = argv;
+  std::vector<char*> pointers;
+  for (std::string& a : args) pointers.push_back(a.data());
+  pointers.push_back(nullptr);
+  std::vector<std::string> env_text;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry(*e);
+    if (!extra_env.count(entry.substr(0, entry.find('=')))) env_text.push_back(entry);
+  }
+  for (const auto& [key, value] : extra_env) env_text.push_back(key + "=" + value);
+  std::vector<char*> env_pointers;
+  for (std::string& e : env_text) env_pointers.push_back(e.data());
+  env_pointers.push_back(nullptr);
+  const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::setpgid(0, 0);
+    ::dup2(out, STDOUT_FILENO);
+    ::dup2(out, STDERR_FILENO);
+    ::execve(pointers[0], pointers.data(), env_pointers.data());
+    ::_exit(127);
+  }
+  ::setpgid(pid_, pid_);  // also from this side, so a kill of the group right away reaches it
+  ::close(out);
+}
+
+bool Child::ended() {
+  if (pid_ <= 0) return true;
+  int status = 0;
+  if (::waitpid(pid_, &status, WNOHANG) != pid_) return false;
+  exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  pid_ = -1;
+  return true;
+}
+
+bool Child::wait(std::chrono::seconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!ended()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+void Child::stop(int signal) {
+  if (pid_ <= 0) return;
+  if (::kill(-pid_, signal) != 0) ::kill(pid_, signal);
+  if (!wait(std::chrono::seconds(15))) {
+    ::kill(-pid_, SIGKILL);
+    wait(std::chrono::seconds(15));
+  }
 }
 
 std::vector<TrialRow> trials_of(const Store& store, const std::string& name) {

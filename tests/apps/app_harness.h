@@ -2,6 +2,9 @@
 // binary (alone or under mpirun) in their own process group, tiny experiment files and store inspection helpers.
 #pragma once
 
+#include <signal.h>
+#include <sys/types.h>
+
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -34,6 +37,33 @@ std::string describe(const ProcessResult& result);
 /// then SIGKILL 10 s later; the result then has timed_out set.
 ProcessResult run_process(const std::vector<std::string>& argv, const fs::path& log_dir,
                           std::chrono::seconds timeout, const std::map<std::string, std::string>& extra_env = {});
+
+/// A process started by a test in its own process group, output appended to `log`; killed (its group) by pid when
+/// it goes away.
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const fs::path& log,
+        const std::map<std::string, std::string>& extra_env = {});
+  ~Child() { stop(SIGKILL); }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  pid_t pid() const { return pid_; }
+  /// Whether it has ended (reaps it); its exit code is then in exit_code().
+  bool ended();
+  /// Waits up to `timeout` for it to end; false when it is still running.
+  bool wait(std::chrono::seconds timeout);
+  /// Sends `signal` to its process group and waits for it (SIGKILL after 15 s).
+  void stop(int signal);
+  int exit_code() const { return exit_code_; }
+
+ private:
+  pid_t pid_ = -1;
+  int exit_code_ = -1;
+};
+
+/// The environment an `mpirun` of the tests needs: root allowed, shared memory between ranks, loopback wiring.
+std::map<std::string, std::string> mpi_environment();
 
 /// The mpirun of the MPI the binary was built with; empty when it was built without MPI.
 std::string mpiexec_path();

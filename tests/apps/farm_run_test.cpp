@@ -64,68 +64,6 @@ int free_port() {
   return acceptor.local_endpoint().port();
 }
 
-/// A process started by the test in its own process group, output to `log`; stopped by pid when it goes away.
-class Child {
- public:
-  Child(const std::vector<std::string>& argv, const fs::path& log) {
-    std::vector<std::string> args = argv;
-    std::vector<char*> pointers;
-    for (std::string& a : args) pointers.push_back(a.data());
-    pointers.push_back(nullptr);
-    const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      ::dup2(out, STDOUT_FILENO);
-      ::dup2(out, STDERR_FILENO);
-      ::execv(pointers[0], pointers.data());
-      ::_exit(127);
-    }
-    ::close(out);
-  }
-  ~Child() { stop(SIGKILL); }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  pid_t pid() const { return pid_; }
-
-  /// Whether it has ended (reaps it); its exit code is then in exit_code().
-  bool ended() {
-    if (pid_ <= 0) return true;
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) != pid_) return false;
-    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    pid_ = -1;
-    return true;
-  }
-
-  /// Waits up to `timeout` for it to end; false when it is still running.
-  bool wait(std::chrono::seconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (!ended()) {
-      if (Clock::now() > deadline) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return true;
-  }
-
-  /// Sends `signal` to its process group and waits for it.
-  void stop(int signal) {
-    if (pid_ <= 0) return;
-    if (::kill(-pid_, signal) != 0) ::kill(pid_, signal);
-    if (!wait(std::chrono::seconds(15))) {
-      ::kill(-pid_, SIGKILL);
-      wait(std::chrono::seconds(15));
-    }
-  }
-
-  int exit_code() const { return exit_code_; }
-
- private:
-  pid_t pid_ = -1;
-  int exit_code_ = -1;
-};
-
 /// The children of process `pid`, started by any of its threads (from /proc/<pid>/task/<tid>/children).
 std::vector<pid_t> children_of(pid_t pid) {
   std::vector<pid_t> children;

@@ -8,6 +8,8 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
+#include <thread>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -75,6 +77,76 @@ void execute_directly(const fs::path& db, const std::string& sql) {
 }
 
 using ResumeTest = AppTest;
+
+TEST_F(ResumeTest, RunKilledMidTrialResumesWithoutRedoingDoneTrialsOrKeepingPartialOnes) {
+  if (mpiexec_path().empty()) GTEST_SKIP() << "built without MPI";
+  const std::string spec_text = tiny_experiment("killed", results_dir_, "arch = \"small-cnn\"", R"toml([[pipeline]]
+stage = "finetune"
+epochs = 2
+lr = [0.001, 0.002, 0.005, 0.01, 0.02]
+optimizer = "adam"
+batch_size = 32
+)toml");
+  const fs::path spec = write_file("killed.toml", spec_text);
+  const fs::path db = results_dir_ / "edgesweep.db";
+  const std::vector<std::string> args = {mpiexec_path(), "-np", "2", "--oversubscribe", EDGESWEEP_BINARY, "run",
+                                         spec.string()};
+  std::map<int64_t, TaskSnapshot> at_kill;
+  {
+    // The whole run (mpirun, rank 0, the worker) killed with SIGKILL once a trial is done and another is running.
+    Child run(args, folder_ / "killed-run.log", mpi_environment());
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+    bool ready = false;
+    while (!ready && std::chrono::steady_clock::now() < deadline && !run.ended()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (!fs::exists(db)) continue;
+      try {
+        at_kill = snapshot(db, "killed");
+      } catch (const std::exception&) {
+        continue;  // the experiment is not recorded yet
+      }
+      int trials_done = 0, running = 0;
+      for (const auto& [id, task] : at_kill) {
+        trials_done += task.status == TrialStatus::Done && id > 1 ? 1 : 0;
+        running += task.status == TrialStatus::Running ? 1 : 0;
+      }
+      ready = trials_done >= 1 && running == 1;
+    }
+    ASSERT_TRUE(ready) << "no moment with a done trial and a running one; the run "
+                       << (run.ended() ? "ended" : "was still going");
+    run.stop(SIGKILL);
+    at_kill = snapshot(db, "killed");  // what the kill left
+  }
+  int64_t interrupted = 0;
+  for (const auto& [id, task] : at_kill) interrupted = task.status == TrialStatus::Running ? id : interrupted;
+  ASSERT_NE(interrupted, 0);
+
+  // The lock went with the killed run: a resume is not refused, and finishes the sweep.
+  const ProcessResult resumed = edgesweep_mpi(2, {"run", "--resume", spec.string()});
+  ASSERT_FALSE(resumed.timed_out) << describe(resumed);
+  ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
+  const std::map<int64_t, TaskSnapshot> after = snapshot(db, "killed");
+  ASSERT_EQ(after.size(), 6u);  // a baseline and five trials
+  for (const auto& [id, task] : after) {
+    SCOPED_TRACE("task " + std::to_string(id));
+    EXPECT_EQ(task.status, TrialStatus::Done);
+    EXPECT_EQ(task.artifact_count, 1u);
+    if (at_kill.at(id).status == TrialStatus::Done) {
+      EXPECT_EQ(task, at_kill.at(id));  // not run again
+    }
+  }
+  EXPECT_EQ(after.at(interrupted).attempts, at_kill.at(interrupted).attempts + 1);
+  const Store store = Store::open(db, Store::Mode::ReadOnly);
+  EXPECT_EQ(store.query("PRAGMA integrity_check"), Json::parse(R"([{"integrity_check": "ok"}])"));
+  // Every archive in the folder is one the store records: nothing half-written is kept.
+  std::set<std::string> recorded;
+  for (const auto& [id, task] : after) {
+    for (const ArtifactRow& a : store.artifacts(id)) recorded.insert(fs::path(a.path).filename().string());
+  }
+  for (const auto& entry : fs::directory_iterator(results_dir_ / "artifacts")) {
+    EXPECT_TRUE(recorded.count(entry.path().filename().string())) << "unrecorded file " << entry.path();
+  }
+}
 
 TEST_F(ResumeTest, ASecondRunOnAStoreInUseIsRefusedAndReadersStillWork) {
   const std::string spec_text = tiny_experiment("owned", results_dir_, "arch = \"small-cnn\"", R"toml([[pipeline]]
