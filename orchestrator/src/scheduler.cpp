@@ -397,7 +397,11 @@ void print_device_fronts(const Store& store, const ExperimentSpec& spec, int64_t
     ParetoOptions options;
     options.objectives = spec.objectives.objectives;
     options.constraints = spec.objectives.constraints;
-    options.batch = 1;
+    // The devices measured the batch sizes of [measure]: batch 1 (one frame) when among them, else the first.
+    const std::vector<int64_t>& measured = spec.measure.batch_sizes;
+    options.batch = measured.empty() || std::find(measured.begin(), measured.end(), 1) != measured.end()
+                        ? 1
+                        : measured.front();
     std::vector<DeviceFront> fronts;
     for (DeviceFront& front : select_pareto(load_candidates(store, experiment_id, options.batch), options)) {
       for (const DeviceSpec& device : spec.devices) {
@@ -405,7 +409,7 @@ void print_device_fronts(const Store& store, const ExperimentSpec& spec, int64_t
       }
     }
     if (fronts.empty()) {
-      fmt::print("pareto: no device measurement to choose from\n");
+      fmt::print("pareto: no device measurement at batch {} to choose from\n", options.batch);
     } else {
       fmt::print("{}", format_pareto(fronts, options, "table"));
     }

@@ -291,6 +291,25 @@ TEST_F(FarmRunTest, ResultWithMoreRunsThanAControlFrameHoldsIsRecordedWhole) {
   }
 }
 
+TEST_F(FarmRunTest, TheEndOfRunParetoTableUsesABatchSizeTheDevicesMeasured) {
+  // Batch 1 is not measured: the table is made at batch 2, not declared empty.
+  const std::string address = fmt::format("127.0.0.1:{}", free_port());
+  const std::string devices =
+      fmt::format("[[devices]]\nname = \"pairs\"\naddress = \"{}\"\nspawn = true\nthreads = 1\n", address);
+  const std::string measure =
+      "[measure]\nbatch_sizes = [2]\nwarmup_runs = 1\nwarmup_seconds = 0\nmin_runs = 3\nmin_seconds = 0\n"
+      "accuracy_images = 200\nretry_seconds = 0.2\nheartbeat_seconds = 0.5\n";
+  const std::string one_trial = "[[pipeline]]\nstage = \"finetune\"\nepochs = 1\nlr = 0.001\n";
+  const fs::path spec =
+      write_file("pairs.toml", tiny_experiment("pairs", results_dir_, two_layer_model, one_trial) + measure + devices);
+  const ProcessResult run = edgesweep({"run", spec.string()});
+  ASSERT_FALSE(run.timed_out) << describe(run);
+  EXPECT_EQ(run.exit_code, 0) << describe(run);
+  EXPECT_FALSE(contains(run.out, "no device measurement")) << describe(run);
+  EXPECT_TRUE(contains(run.out, "pairs")) << describe(run);
+  expect_one_measurement_per_job(snapshot(results_dir_ / "edgesweep.db", "pairs"), 1);
+}
+
 TEST_F(FarmRunTest, UnreachableDeviceFailsItsJobsAndTheTrialsStillFinish) {
   const std::string address = fmt::format("127.0.0.1:{}", free_port());
   const std::string devices = fmt::format("[[devices]]\nname = \"nowhere\"\naddress = \"{}\"\n", address);
