@@ -1,5 +1,5 @@
-// Pareto selection: objectives with directions, constraints, the non-dominated set of a point cloud, a knee point,
-// and the candidates of an experiment (artifact x device) with the metrics they are chosen on.
+// Pareto selection: the non-dominated set of a point cloud, a knee point, and the candidates of an experiment
+// (artifact x device) with the metrics they are chosen on. Objectives and constraints are in objectives.h.
 #pragma once
 
 #include <cstddef>
@@ -10,36 +10,10 @@
 #include <vector>
 
 #include "edgesweep/common/json.h"
+#include "edgesweep/orchestrator/objectives.h"
 #include "edgesweep/orchestrator/store.h"
 
 namespace edgesweep {
-
-/// One objective: a metric name and its direction.
-struct Objective {
-  std::string metric;
-  bool maximize = false;
-};
-
-/// A constraint "<metric> <op> <value>", e.g. "accuracy_drop <= 1.0"; `text` is what the user wrote.
-struct Constraint {
-  std::string metric;
-  std::string op;  ///< one of <=, <, >=, >, ==
-  double value = 0;
-  std::string text;
-};
-
-/// The metrics a candidate can carry (what objectives and constraints may name), in display order.
-const std::vector<std::string>& pareto_metric_names();
-
-/// Throws InputError naming `context` (e.g. "objective") and listing the known metrics when `metric` is unknown.
-void check_metric_name(const std::string& metric, const std::string& context);
-
-/// Parses "<metric> <op> <number>" (spaces optional; ops <=, <, >=, >, ==). Throws InputError naming the text, the
-/// expected form and the known metrics when it is malformed or names an unknown metric.
-Constraint parse_constraint(const std::string& text);
-
-/// Whether `value` satisfies the constraint (a NaN never does).
-bool constraint_holds(const Constraint& constraint, double value);
 
 /// The indices (ascending) of the non-dominated points. points[i][j] is point i's value of objectives[j]. A point is
 /// dominated when another is at least as good in every objective and strictly better in one; equal points do not

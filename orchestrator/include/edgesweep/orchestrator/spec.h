@@ -10,7 +10,7 @@
 #include "edgesweep/common/benchmark_request.h"
 #include "edgesweep/common/json.h"
 #include "edgesweep/common/trial_config.h"
-#include "edgesweep/orchestrator/pareto.h"
+#include "edgesweep/orchestrator/objectives.h"
 
 namespace edgesweep {
 
