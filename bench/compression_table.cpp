@@ -168,7 +168,7 @@ int run(int argc, char** argv) {
 
   std::string text = fmt::format(
       "# Compression table: experiment '{}'\n\n"
-      "Made by `bench/run_compression_table` (`bench_compression_table {} ...`). Accuracy, drop, params, MACs and "
+      "Made by `bench_compression_table {} ...` (as bench/run_compression_table and bench/run_seeds run it). Accuracy, drop, params, MACs and "
       "sizes are what the run recorded (top-1 on the test split; drop against the trial's baseline; compressed = "
       "zstd of the archive). Latency: the exported TorchScript archive loaded with torch::jit::load, {}, and timed here "
       "one model at a time, {} thread(s), allocator policy '{}' (common/allocator.h), {} s per batch size, random "
