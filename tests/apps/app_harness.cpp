@@ -56,6 +56,17 @@ bool wait_until(pid_t pid, Clock::time_point deadline) {
   }
 }
 
+/// This process's environment with `extra_env` set (replacing any entry of the same name), as NAME=value texts.
+std::vector<std::string> environment_with(const std::map<std::string, std::string>& extra_env) {
+  std::vector<std::string> env_text;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry(*e);
+    if (!extra_env.count(entry.substr(0, entry.find('=')))) env_text.push_back(entry);
+  }
+  for (const auto& [key, value] : extra_env) env_text.push_back(key + "=" + value);
+  return env_text;
+}
+
 }  // namespace
 
 std::string describe(const ProcessResult& result) {
@@ -73,12 +84,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, const fs::path& 
   const fs::path out_path = log_dir / fmt::format("process-{}.out", number);
   const fs::path err_path = log_dir / fmt::format("process-{}.err", number);
 
-  std::vector<std::string> env_text;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string entry(*e);
-    if (!extra_env.count(entry.substr(0, entry.find('=')))) env_text.push_back(entry);
-  }
-  for (const auto& [key, value] : extra_env) env_text.push_back(key + "=" + value);
+  std::vector<std::string> env_text = environment_with(extra_env);
   std::vector<char*> env_pointers;
   for (std::string& e : env_text) env_pointers.push_back(e.data());
   env_pointers.push_back(nullptr);
@@ -209,12 +215,7 @@ Child::Child(const std::vector<std::string>& argv, const fs::path& log,
   std::vector<char*> pointers;
   for (std::string& a : args) pointers.push_back(a.data());
   pointers.push_back(nullptr);
-  std::vector<std::string> env_text;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string entry(*e);
-    if (!extra_env.count(entry.substr(0, entry.find('=')))) env_text.push_back(entry);
-  }
-  for (const auto& [key, value] : extra_env) env_text.push_back(key + "=" + value);
+  std::vector<std::string> env_text = environment_with(extra_env);
   std::vector<char*> env_pointers;
   for (std::string& e : env_text) env_pointers.push_back(e.data());
   env_pointers.push_back(nullptr);
