@@ -231,12 +231,16 @@ int main(int argc, char** argv) {
 
   AgentOptions agent_options;
   agent_options.profile.name = "default";
-  std::string agent_token_file, agent_data;
+  std::string agent_token_file, agent_data, agent_cert, agent_key;
   auto* agent = app.add_subcommand(
       "agent", "serve this device: keep uploaded models by sha256 and benchmark them one at a time, each in a child");
   agent->add_option("--listen", agent_options.listen, "HOST:PORT (a non-loopback HOST needs --token-file)")
       ->capture_default_str();
-  agent->add_option("--token-file", agent_token_file, "file holding the shared token (not readable by others)");
+  agent->add_option("--token-file", agent_token_file,
+                    "file holding the shared token (not readable by others); connections then speak TLS 1.3 with "
+                    "a key derived from it");
+  agent->add_option("--tls-cert", agent_cert, "PEM certificate of this agent, pinned by clients by its fingerprint");
+  agent->add_option("--tls-key", agent_key, "PEM private key of --tls-cert (not readable by others)");
   agent->add_option("--data", agent_data, "folder for uploaded models")->required();
   agent->add_option("--profile", agent_options.profile.name, "profile name reported with every result")
       ->capture_default_str();
@@ -296,6 +300,8 @@ int main(int argc, char** argv) {
     }
     if (*agent) {
       agent_options.token_file = agent_token_file;
+      agent_options.tls_cert_file = agent_cert;
+      agent_options.tls_key_file = agent_key;
       agent_options.data_dir = agent_data;
       serve_agent(agent_options);
       return 0;

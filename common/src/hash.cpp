@@ -2,6 +2,7 @@
 #include "edgesweep/common/hash.h"
 
 #include <array>
+#include <cctype>
 #include <fstream>
 #include <memory>
 
@@ -59,6 +60,29 @@ std::string sha256_file(const std::filesystem::path& path) {
   }
   check(in.eof(), "error while reading '{}' to hash it", path.string());
   return finish_hex(context.get());
+}
+
+std::string normalise_fingerprint(std::string_view text) {
+  std::string_view rest = text;
+  for (std::string_view prefix : {"sha256:", "SHA256:", "sha256 Fingerprint=", "SHA256 Fingerprint="}) {
+    if (rest.substr(0, prefix.size()) == prefix) {
+      rest.remove_prefix(prefix.size());
+      break;
+    }
+  }
+  std::string hex;
+  for (char c : rest) {
+    if (c == ':') continue;
+    const char lower = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    check_input((lower >= '0' && lower <= '9') || (lower >= 'a' && lower <= 'f'),
+                "'{}' is not a SHA-256 certificate fingerprint: write \"sha256:\" and 64 hex digits (colons allowed), "
+                "as `openssl x509 -noout -fingerprint -sha256 -in CERT` prints them",
+                std::string(text.substr(0, 120)));
+    hex.push_back(lower);
+  }
+  check_input(hex.size() == 64, "'{}' is not a SHA-256 certificate fingerprint: it has {} hex digits, not 64",
+              std::string(text.substr(0, 120)), hex.size());
+  return "sha256:" + hex;
 }
 
 }  // namespace edgesweep

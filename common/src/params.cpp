@@ -350,7 +350,12 @@ SectionSpec make_device_spec() {
           {
               text("name", nullptr, {}, false, "device name, unique in the experiment; labels its measurements"),
               text("address", nullptr, {}, false, "HOST:PORT of the device's agent (IPv6 hosts in brackets)"),
-              text("token_file", "", {}, false, "file holding the agent's shared token (empty: no token, loopback only)"),
+              text("token_file", "", {}, false,
+                   "file holding the agent's shared token (empty: no token, loopback only); with it the connection "
+                   "speaks TLS 1.3 on a key derived from the token"),
+              text("tls_fingerprint", "", {}, false,
+                   "SHA-256 fingerprint of the agent's TLS certificate (\"sha256:\" and 64 hex digits, colons "
+                   "allowed): TLS pinned to that certificate instead of the token's key"),
               text("profile", "", {}, false, "agent profile to benchmark with (empty: the agent's default)"),
               boolean("spawn", false, false, "start a loopback agent at `address` when none answers"),
               integer("threads", 0, 0, 1024, false, "spawn: LibTorch threads of the agent's benchmarks (0: its default)"),

@@ -13,6 +13,7 @@
 #include "edgesweep/device_agents/auth.h"
 #include "edgesweep/device_agents/listener.h"
 #include "edgesweep/device_agents/probes.h"
+#include "edgesweep/device_agents/tls.h"
 
 namespace edgesweep {
 
@@ -58,6 +59,10 @@ Agent::Agent(AgentOptions options) : options_(std::move(options)), io_(std::make
               "refusing to listen on '{}' ({}) without a token: only loopback addresses may run without one; "
               "hint: pass --token-file",
               options_.listen, endpoint.address().to_string());
+  if (!settings.token.empty() || !options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
+    settings.tls = make_agent_tls_context(settings.token, options_.tls_cert_file, options_.tls_key_file);
+    if (!options_.tls_cert_file.empty()) fingerprint_ = edgesweep::certificate_fingerprint(options_.tls_cert_file);
+  }
   check_input(!options_.data_dir.empty(), "the agent needs a data folder (--data)");
   check_input(options_.limits.max_control_bytes >= 1024, "control frame cap {} is below 1024 bytes",
               options_.limits.max_control_bytes);
@@ -157,8 +162,13 @@ void Agent::stop() {
 }
 
 void serve_agent(AgentOptions options) {
+  const bool tls = !options.token_file.empty() || !options.tls_cert_file.empty();
   Agent agent(std::move(options));
-  std::printf("edgesweep agent listening on %s\n", agent.address().c_str());
+  const std::string transport = !agent.certificate_fingerprint().empty()
+                                    ? fmt::format(" (TLS; certificate {})", agent.certificate_fingerprint())
+                                : tls ? std::string(" (TLS)")
+                                      : std::string(" (plaintext, loopback only)");
+  std::printf("edgesweep agent listening on %s%s\n", agent.address().c_str(), transport.c_str());
   std::fflush(stdout);
   agent.run();
 }

@@ -57,14 +57,18 @@ std::string hmac_hex(std::string_view token, const std::string& message) {
 
 }  // namespace
 
-std::string read_token_file(const std::filesystem::path& path) {
+void check_private_file(const std::filesystem::path& path, std::string_view what) {
   struct stat info {};
-  check_input(stat(path.c_str(), &info) == 0, "cannot read token file '{}'", path.string());
-  check_input(S_ISREG(info.st_mode), "token file '{}' is not a regular file", path.string());
+  check_input(stat(path.c_str(), &info) == 0, "cannot read {} '{}'", what, path.string());
+  check_input(S_ISREG(info.st_mode), "{} '{}' is not a regular file", what, path.string());
   // Like ssh's private keys: only the owner may read or write it (0600 or 0400).
   check_input((info.st_mode & (S_IRWXG | S_IRWXO)) == 0,
-              "token file '{}' can be read or written by {} (mode {:o}); hint: chmod 600 '{}'", path.string(),
+              "{} '{}' can be read or written by {} (mode {:o}); hint: chmod 600 '{}'", what, path.string(),
               (info.st_mode & S_IRWXO) != 0 ? "other users" : "its group", info.st_mode & 0777, path.string());
+}
+
+std::string read_token_file(const std::filesystem::path& path) {
+  check_private_file(path, "token file");
   std::ifstream in(path, std::ios::binary);
   check_input(in.good(), "cannot read token file '{}'", path.string());
   std::ostringstream text;

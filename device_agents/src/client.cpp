@@ -1,12 +1,10 @@
-// The synchronous agent client. Reads and writes go through a non-blocking socket and poll() against a deadline,
-// so no call waits longer than its timeout; the frame code is the same templated read_frame/write_frame the tests
-// drive through a fault-injecting stream.
+// The synchronous agent client. Every read, write and handshake is an asynchronous operation run on the
+// connection's own io_context until it completes or its deadline passes, so no call waits longer than its timeout,
+// over TCP and over TLS alike; the frame code is the same templated read_frame/write_frame the tests drive through
+// a fault-injecting stream.
 #include "edgesweep/device_agents/client.h"
 
-#include <poll.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -14,11 +12,15 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <openssl/ssl.h>
 
 #include "edgesweep/common/hash.h"
 #include "edgesweep/device_agents/agent.h"
 #include "edgesweep/device_agents/auth.h"
 #include "edgesweep/device_agents/messages.h"
+#include "edgesweep/device_agents/tls.h"
 
 namespace edgesweep {
 
@@ -33,39 +35,60 @@ Clock::time_point deadline_after(double seconds) {
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
 }
 
+/// The end of a connection by the agent, in TCP or in TLS terms.
+bool is_closed_by_peer(const error_code& ec) {
+  return ec == net::error::eof || ec == net::ssl::error::stream_truncated || ec == net::error::connection_reset;
+}
+
 }  // namespace
 
-/// A connected socket with a deadline for every read and write; a SyncReadStream and SyncWriteStream for Asio.
+/// A connected socket, TLS on it once secured, and a deadline for every operation; a SyncReadStream and
+/// SyncWriteStream for Asio.
 struct AgentClient::Connection {
   net::io_context io;
   tcp::socket socket{io};
+  std::shared_ptr<ClientTlsContext> tls_context;
+  std::unique_ptr<net::ssl::stream<tcp::socket&>> tls;
   Clock::time_point deadline = Clock::now();
 
-  /// Waits until the socket is ready for `events` or the deadline passes (ec = timed_out).
-  bool wait(short events, error_code& ec) {
-    for (;;) {
-      const auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      if (remaining <= 0) {
-        ec = net::error::timed_out;
-        return false;
-      }
-      pollfd entry{socket.native_handle(), events, 0};
-      const int ready = ::poll(&entry, 1, static_cast<int>(std::min<long long>(remaining, 1000)));
-      if (ready > 0) return true;
-      if (ready < 0 && errno != EINTR) {
-        ec = error_code(errno, boost::system::system_category());
-        return false;
-      }
+  /// Starts one operation with `start(handler)` and runs it to its end or to the deadline. A late operation is
+  /// cancelled and the connection closed (a frame cut in the middle leaves the stream out of step anyway).
+  template <typename Start>
+  size_t run(Start&& start, error_code& ec) {
+    bool done = false;
+    size_t bytes = 0;
+    error_code result;
+    start([&](const error_code& e, size_t n) {
+      result = e;
+      bytes = n;
+      done = true;
+    });
+    io.restart();
+    io.run_until(deadline);
+    if (!done) {
+      error_code ignored;
+      socket.cancel(ignored);
+      socket.close(ignored);
+      io.restart();
+      io.run();  // the cancelled operation's handler
+      ec = net::error::timed_out;
+      return 0;
     }
+    ec = result;
+    return bytes;
   }
 
   template <typename Buffers>
   size_t read_some(const Buffers& buffers, error_code& ec) {
-    for (;;) {
-      const size_t n = socket.read_some(buffers, ec);
-      if (ec != net::error::would_block && ec != net::error::try_again) return n;
-      if (!wait(POLLIN, ec)) return 0;
-    }
+    return run(
+        [&](auto handler) {
+          if (tls) {
+            tls->async_read_some(buffers, handler);
+          } else {
+            socket.async_read_some(buffers, handler);
+          }
+        },
+        ec);
   }
   template <typename Buffers>
   size_t read_some(const Buffers& buffers) {
@@ -76,11 +99,15 @@ struct AgentClient::Connection {
   }
   template <typename Buffers>
   size_t write_some(const Buffers& buffers, error_code& ec) {
-    for (;;) {
-      const size_t n = socket.write_some(buffers, ec);
-      if (ec != net::error::would_block && ec != net::error::try_again) return n;
-      if (!wait(POLLOUT, ec)) return 0;
-    }
+    return run(
+        [&](auto handler) {
+          if (tls) {
+            tls->async_write_some(buffers, handler);
+          } else {
+            socket.async_write_some(buffers, handler);
+          }
+        },
+        ec);
   }
   template <typename Buffers>
   size_t write_some(const Buffers& buffers) {
@@ -88,6 +115,13 @@ struct AgentClient::Connection {
     const size_t n = write_some(buffers, ec);
     if (ec) throw boost::system::system_error(ec);
     return n;
+  }
+
+  void handshake(error_code& ec) {
+    run([&](auto handler) { tls->async_handshake(net::ssl::stream_base::client, [handler](const error_code& e) mutable {
+          handler(e, 0);
+        }); },
+        ec);
   }
 };
 
@@ -125,9 +159,8 @@ AgentClient::AgentClient(AgentClientOptions options, bool authenticate)
   }
   check(!connect_ec, "agent {}: cannot connect: {}{}", options_.address, connect_ec.message(),
         connect_ec == net::error::timed_out ? fmt::format(" (after {} s)", options_.connect_timeout_seconds) : "");
-  c.socket.non_blocking(true, ec);
-  check(!ec, "agent {}: cannot make the socket non-blocking: {}", options_.address, ec.message());
   c.socket.set_option(tcp::no_delay(true), ec);
+  secure();
 
   hello_ = read_message(options_.connect_timeout_seconds);
   if (hello_.value("type", "") == "error") {
@@ -142,6 +175,74 @@ AgentClient::AgentClient(AgentClientOptions options, bool authenticate)
             is_hex_digest(hello_.at("nonce").get<std::string>()),
         "agent {}: hello carries no valid nonce", options_.address);
   if (authenticate) this->authenticate();
+}
+
+void AgentClient::secure() {
+  Connection& c = *connection_;
+  AgentPreamble preamble{};
+  AgentTransport transport = AgentTransport::Plaintext;
+  c.deadline = deadline_after(options_.connect_timeout_seconds);
+  try {
+    net::read(c, net::buffer(preamble));
+    transport = decode_agent_preamble(preamble);
+  } catch (const boost::system::system_error& e) {
+    throw Error(fmt::format("agent {}: no preamble: {}", options_.address,
+                            e.code() == net::error::timed_out
+                                ? fmt::format("timed out after {} s", options_.connect_timeout_seconds)
+                            : is_closed_by_peer(e.code()) ? std::string("the agent closed the connection")
+                                                          : e.code().message()));
+  } catch (const ProtocolError& e) {
+    throw Error(fmt::format("agent {}: {}", options_.address, e.what()));
+  }
+  if (transport == AgentTransport::Refused) {
+    const Json why = read_message(options_.connect_timeout_seconds);
+    throw AgentRefused(fmt::format("agent {} refused the connection: {}", options_.address,
+                                   why.value("message", std::string("no reason given"))));
+  }
+  const bool wants_tls = !options_.token.empty() || !options_.tls_fingerprint.empty();
+  if (transport == AgentTransport::Plaintext) {
+    check(options_.token.empty(),
+          "agent {}: runs without a token (in plaintext), so it cannot prove it holds ours; refusing it (give no "
+          "token for a loopback agent without one)",
+          options_.address);
+    check(!wants_tls, "agent {}: speaks plaintext, but its certificate is pinned (tls_fingerprint); refusing it",
+          options_.address);
+    error_code ec;
+    const tcp::endpoint remote = c.socket.remote_endpoint(ec);
+    check(!ec && remote.address().is_loopback(),
+          "agent {}: speaks plaintext, which only a loopback agent may; refusing it (run the agent with a token)",
+          options_.address);
+    return;
+  }
+  check_input(wants_tls,
+              "agent {}: speaks TLS and requires a token; give its token (token_file) or pin its certificate's "
+              "fingerprint (tls_fingerprint)",
+              options_.address);
+  c.tls_context = std::make_shared<ClientTlsContext>(options_.token, options_.tls_fingerprint);
+  c.tls = std::make_unique<net::ssl::stream<tcp::socket&>>(c.socket, c.tls_context->context());
+  c.deadline = deadline_after(options_.connect_timeout_seconds);
+  error_code ec;
+  c.handshake(ec);
+  if (ec) {
+    const std::string& presented = c.tls_context->presented_fingerprint();
+    if (c.tls_context->pins_certificate()) {
+      check(presented.empty(), "agent {}: presented the certificate {}, not the pinned {}; refusing it",
+            options_.address, presented, normalise_fingerprint(options_.tls_fingerprint));
+    } else {
+      check(presented.empty(),
+            "agent {}: answered the token's key with a certificate ({}) instead; refusing it", options_.address,
+            presented);
+    }
+    const std::string why = ec == net::error::timed_out
+                                ? fmt::format("timed out after {} s", options_.connect_timeout_seconds)
+                            : is_closed_by_peer(ec) ? std::string("the agent closed the connection")
+                                                    : ec.message();
+    throw AgentRefused(fmt::format("agent {}: TLS handshake failed: {}{}", options_.address, why,
+                                   c.tls_context->pins_certificate() ? "" : " (is the token the agent's?)"));
+  }
+  // A PSK handshake that did not use the PSK authenticated nothing.
+  check(c.tls_context->pins_certificate() || SSL_session_reused(c.tls->native_handle()) == 1,
+        "agent {}: the TLS handshake did not use the token's key; refusing it", options_.address);
 }
 
 AgentClient::~AgentClient() = default;
@@ -208,7 +309,7 @@ Json AgentClient::read_message(double timeout_seconds) {
     const error_code ec = e.code();
     throw Error(fmt::format("agent {}: no reply: {}", options_.address,
                             ec == net::error::timed_out ? fmt::format("timed out after {} s", seconds)
-                            : ec == net::error::eof     ? std::string("the agent closed the connection")
+                            : is_closed_by_peer(ec)     ? std::string("the agent closed the connection")
                                                         : ec.message()));
   } catch (const ProtocolError& e) {
     throw Error(fmt::format("agent {}: bad reply: {}", options_.address, e.what()));
@@ -304,6 +405,14 @@ Json AgentClient::ping() {
         reply.value("type", ""));
   return reply;
 }
+
+void AgentClient::send_raw(const std::string& bytes) {
+  check(connection_ && connection_->socket.is_open(), "agent {}: connection is closed", options_.address);
+  connection_->deadline = deadline_after(options_.io_timeout_seconds);
+  net::write(*connection_, net::buffer(bytes));
+}
+
+bool AgentClient::encrypted() const { return connection_ && connection_->tls != nullptr; }
 
 void AgentClient::close() {
   if (!connection_) return;

@@ -8,6 +8,7 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
 #include <spdlog/spdlog.h>
 
@@ -40,9 +41,9 @@ struct Session::Upload {
 };
 
 Session::Session(net::ip::tcp::socket socket, std::shared_ptr<SharedState> state)
-    : socket_(std::move(socket)), state_(std::move(state)), auth_timer_(socket_.get_executor()) {
+    : stream_(std::move(socket)), state_(std::move(state)), auth_timer_(stream_.get_executor()) {
   error_code ec;
-  const auto endpoint = socket_.remote_endpoint(ec);
+  const auto endpoint = stream_.socket().remote_endpoint(ec);
   peer_ = ec ? std::string("unknown peer") : fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
 }
 
@@ -55,21 +56,23 @@ void Session::release_place() {
 }
 
 void Session::run() {
-  net::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->start(); });
+  net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->start(); });
 }
 
 void Session::start() {
   const AgentSettings& settings = state_->settings();
-  nonce_ = make_nonce();
   authenticated_ = settings.token.empty();
   spdlog::debug("connection from {}", peer_);
   if (!authenticated_) {
     holds_place_ = state_->admit_unauthenticated();
     if (!holds_place_) {
-      // Before anything is read: a flood of idle connections costs a socket each, and nothing more.
+      // Before anything is read and before any TLS: a flood of idle connections costs a socket each, and nothing
+      // more. The refusal goes out in the clear, announced by the preamble.
       spdlog::debug("connection from {} refused: {} connections are waiting for authentication", peer_,
                     settings.max_unauthenticated);
       closing_ = true;
+      const AgentPreamble refused = encode_agent_preamble(AgentTransport::Refused);
+      outbox_.emplace_back(refused.begin(), refused.end());
       outbox_.push_back(encode_frame(
           FrameType::Control,
           make_error(nullptr, fmt::format("too many connections waiting for authentication ({}); try again later",
@@ -78,30 +81,64 @@ void Session::start() {
           settings.limits));
       return write_next();
     }
-  }
-  send(Json{{"type", "hello"},
-            {"protocol", agent_protocol_version},
-            {"nonce", nonce_},
-            {"auth", !authenticated_},
-            {"hardware", settings.hardware},
-            {"profile", profile_to_json(settings.profile)}});
-  if (!authenticated_) {
+    // The handshake, TLS included, must end within the authentication time.
     auth_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(settings.auth_timeout_seconds)));
     auth_timer_.async_wait([self = shared_from_this()](error_code ec) { self->on_auth_timeout(ec); });
   }
+  preamble_ = encode_agent_preamble(settings.tls ? AgentTransport::Tls : AgentTransport::Plaintext);
+  // Written before the TLS handshake starts, so the two never interleave on the socket.
+  net::async_write(stream_.socket(), net::buffer(preamble_),
+                   [self = shared_from_this()](error_code ec, size_t) { self->on_preamble(ec); });
+}
+
+void Session::on_preamble(error_code ec) {
+  if (ec) return fail(ec, "write");
+  if (closed_) return;
+  if (!state_->settings().tls) return greet();
+  stream_.async_server_handshake(state_->settings().tls,
+                                 [self = shared_from_this()](error_code handshake_ec) {
+                                   self->on_handshake(handshake_ec);
+                                 });
+}
+
+void Session::on_handshake(error_code ec) {
+  if (closed_) return;
+  if (ec) {
+    // A peer without the token (or speaking plaintext) cannot get past here; nothing has been read from it.
+    spdlog::info("connection from {}: TLS handshake failed: {}", peer_, ec.message());
+    return close();
+  }
+  greet();
+}
+
+void Session::greet() {
+  const AgentSettings& settings = state_->settings();
+  nonce_ = make_nonce();
+  send(Json{{"type", "hello"},
+            {"protocol", agent_protocol_version},
+            {"nonce", nonce_},
+            {"auth", !authenticated_},
+            {"tls", stream_.secured()},
+            {"hardware", settings.hardware},
+            {"profile", profile_to_json(settings.profile)}});
   read_header();
 }
 
 void Session::on_auth_timeout(error_code ec) {
   if (ec || authenticated_ || closed_) return;
+  if (state_->settings().tls && !stream_.secured()) {
+    spdlog::debug("connection from {}: no TLS handshake within {} s; closed", peer_,
+                  state_->settings().auth_timeout_seconds);
+    return close();
+  }
   send_and_close(make_error(nullptr, fmt::format("no authentication within {} s; closing",
                                                  state_->settings().auth_timeout_seconds)));
 }
 
 void Session::read_header() {
   reading_ = true;
-  net::async_read(socket_, net::buffer(header_),
+  net::async_read(stream_, net::buffer(header_),
                   [self = shared_from_this()](error_code ec, size_t) { self->on_header(ec); });
 }
 
@@ -126,7 +163,7 @@ void Session::on_header(error_code ec) {
   payload_.resize(frame_header_.length);
   if (payload_.empty()) return on_payload({});
   reading_ = true;
-  net::async_read(socket_, net::buffer(payload_),
+  net::async_read(stream_, net::buffer(payload_),
                   [self = shared_from_this()](error_code ec, size_t) { self->on_payload(ec); });
 }
 
@@ -314,7 +351,7 @@ void Session::handle_benchmark(const Json& message) {
   auto self = shared_from_this();
   state_->enqueue_benchmark(this, std::move(job), [self, message, sha256](BenchOutcome outcome) {
     // Called on the benchmark thread: hop back onto this connection's strand.
-    net::post(self->socket_.get_executor(), [self, message, sha256, outcome = std::move(outcome)] {
+    net::post(self->stream_.get_executor(), [self, message, sha256, outcome = std::move(outcome)] {
       self->on_benchmark_done(message, sha256, outcome);
     });
   });
@@ -353,7 +390,7 @@ void Session::write_next() {
     if (closing_) linger();
     return;
   }
-  net::async_write(socket_, net::buffer(outbox_.front()),
+  net::async_write(stream_, net::buffer(outbox_.front()),
                    [self = shared_from_this()](error_code ec, size_t) { self->on_write(ec); });
 }
 
@@ -369,7 +406,7 @@ void Session::linger() {
   if (closed_ || lingering_) return;
   lingering_ = true;
   error_code ignored;
-  socket_.shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
   auth_timer_.expires_after(std::chrono::seconds(2));
   auth_timer_.async_wait([self = shared_from_this()](error_code ec) {
     if (!ec) self->close();
@@ -381,7 +418,8 @@ void Session::discard() {
   if (closed_ || !lingering_) return;
   payload_.resize(64 * 1024);
   reading_ = true;
-  socket_.async_read_some(net::buffer(payload_), [self = shared_from_this()](error_code ec, size_t) {
+  // The raw socket, TLS or not: what comes now is dropped unread.
+  stream_.socket().async_read_some(net::buffer(payload_), [self = shared_from_this()](error_code ec, size_t) {
     self->reading_ = false;
     if (ec) return self->close();
     self->discard();
@@ -390,8 +428,11 @@ void Session::discard() {
 
 void Session::fail(error_code ec, const char* step) {
   if (closed_ || ec == net::error::operation_aborted) return;
-  if (ec == net::error::eof || ec == net::error::connection_reset || ec == net::error::broken_pipe) {
+  if (ec == net::error::eof || ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+      ec == net::ssl::error::stream_truncated) {
     spdlog::debug("connection from {} ended ({})", peer_, step);
+  } else if (ec.category() == net::error::get_ssl_category()) {
+    spdlog::warn("connection from {}: {}: {} (TLS records changed on the way?); closed", peer_, step, ec.message());
   } else {
     spdlog::warn("connection from {}: {}: {}", peer_, step, ec.message());
   }
@@ -409,8 +450,8 @@ void Session::close() {
   upload_.reset();
   auth_timer_.cancel();
   error_code ignored;  // queued replies stay alive until their write handlers have run
-  socket_.shutdown(net::ip::tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+  stream_.socket().close(ignored);
 }
 
 }  // namespace edgesweep

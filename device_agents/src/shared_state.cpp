@@ -23,6 +23,16 @@ SharedState::SharedState(AgentSettings settings) : settings_(std::move(settings)
   std::filesystem::create_directories(models_dir(), ec);
   check(!ec && std::filesystem::is_directory(models_dir()), "cannot create the model folder '{}': {}",
         models_dir().string(), ec.message());
+  // Uploads cut short by an agent that was killed: never verified, so never usable.
+  size_t stale = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(models_dir(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(".upload-", 0) == 0 && entry.path().extension() == ".part") {
+      std::error_code ignored;
+      stale += std::filesystem::remove(entry.path(), ignored) ? 1 : 0;
+    }
+  }
+  if (stale > 0) spdlog::info("removed {} unfinished upload(s) left in '{}'", stale, models_dir().string());
   thread_ = std::thread([this] { run_benchmarks(); });
 }
 

@@ -442,6 +442,7 @@ void Farm::State::spawn_agent(Device& device) {
     AgentClientOptions probe;
     probe.address = device.spec.address;
     probe.token = device.token;
+    probe.tls_fingerprint = device.spec.tls_fingerprint;
     probe.connect_timeout_seconds = 2;
     AgentClient client(probe);
     return;
@@ -537,6 +538,7 @@ void Farm::State::run_device(size_t index) {
   AgentClientOptions client_options;
   client_options.address = device.spec.address;
   client_options.token = device.token;
+  client_options.tls_fingerprint = device.spec.tls_fingerprint;
   client_options.connect_timeout_seconds = 10;
   client_options.benchmark_timeout_seconds = m.benchmark_timeout_seconds;
 

@@ -82,6 +82,7 @@ class Scheduler {
     });
     for (const TrialRow& row : store_.trials(experiment_id_)) rows_[row.id] = row;
     if (existing) verify_done_artifacts();
+    remove_unrecorded_archives();
     for (auto& [id, row] : rows_) {
       if (row.status == TrialStatus::Failed) {  // a new run gives failed trials a new chance
         store_.mark_pending(id);
@@ -94,6 +95,27 @@ class Scheduler {
     const int64_t done = count(TrialStatus::Done);
     if (done > 0) spdlog::info("resume: {} of {} tasks are done and skipped", done, rows_.size());
     start_ = Clock::now();
+  }
+
+  /// Archives in the results folder that no artifact row records: written by a worker whose result never reached the
+  /// store (a run killed between the two), or staged and cut short. This run owns the store (its lock), so no live
+  /// process is writing them; rows of every experiment in the store count.
+  void remove_unrecorded_archives() {
+    const fs::path folder = spec_.run.results_dir / "artifacts";
+    std::error_code ec;
+    if (!fs::is_directory(folder, ec)) return;
+    std::set<std::string> recorded;
+    for (const std::string& path : store_.artifact_paths()) recorded.insert(fs::path(path).filename().string());
+    size_t removed = 0;
+    for (const auto& entry : fs::directory_iterator(folder, ec)) {
+      if (!entry.is_regular_file(ec) || recorded.count(entry.path().filename().string())) continue;
+      std::error_code ignored;
+      removed += fs::remove(entry.path(), ignored) ? 1 : 0;
+    }
+    if (removed > 0) {
+      spdlog::info("removed {} archive(s) in '{}' that no trial recorded (left by a run that was stopped)", removed,
+                   folder.string());
+    }
   }
 
   /// The next task that can run, marked running on `worker` (one of `workers`); nullopt when nothing can start now.
@@ -428,6 +450,7 @@ void print_device_fronts(const Store& store, const ExperimentSpec& spec, int64_t
 }  // namespace
 
 int orchestrate(const ExperimentSpec& spec, const RunOptions& options, MpiSession& session) {
+  Store::check_writable(store_path(spec));  // a read-only store is named before its lock is even tried
   const StoreLock lock(store_path(spec));  // before anything is read or written: one run per store
   Store store = Store::open(store_path(spec), Store::Mode::ReadWrite);
   Scheduler scheduler(store, spec, options);

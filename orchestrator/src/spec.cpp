@@ -659,8 +659,21 @@ std::vector<DeviceSpec> SpecParser::read_devices(const toml::node& node) {
     device.name = settings["name"].get<std::string>();
     device.address = settings["address"].get<std::string>();
     device.token_file = settings["token_file"].get<std::string>();
+    if (const std::string fingerprint = settings["tls_fingerprint"].get<std::string>(); !fingerprint.empty()) {
+      try {
+        device.tls_fingerprint = normalise_fingerprint(fingerprint);
+      } catch (const InputError& e) {
+        fail(table->get("tls_fingerprint")->source().begin, fmt::format("{} 'tls_fingerprint': {}", context, e.what()));
+      }
+    }
     device.profile = settings["profile"].get<std::string>();
     device.spawn = settings["spawn"].get<bool>();
+    if (device.spawn && !device.tls_fingerprint.empty()) {
+      fail(table->get("tls_fingerprint")->source().begin,
+           fmt::format("{} 'tls_fingerprint' cannot go with spawn = true: a spawned agent has no certificate (its "
+                       "token_file gives it TLS)",
+                       context));
+    }
     device.threads = settings["threads"].get<int64_t>();
     device.memory_mb = settings["memory_mb"].get<int64_t>();
     device.cpus = settings["cpus"].get<std::string>();

@@ -4,10 +4,15 @@
 #include "edgesweep/orchestrator/store.h"
 
 #include <sqlite3.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <ctime>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -123,6 +128,26 @@ TrialStatus trial_status_from_string(const std::string& text) {
 
 int store_schema_version() { return latest_schema(); }
 
+void Store::check_writable(const std::filesystem::path& path) {
+  // access() answers for this user on this mount: a read-only file system stops root too. The folder matters as
+  // well: the journal, the shared-memory index and the lock file are made beside the store.
+  std::error_code ec;
+  std::filesystem::path folder = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+  while (!std::filesystem::exists(folder, ec) && folder.has_parent_path() && folder != folder.parent_path()) {
+    folder = folder.parent_path();  // the nearest folder that exists is where a new one would be made
+  }
+  std::vector<std::pair<std::filesystem::path, const char*>> targets{{folder, "its folder"}};
+  if (std::filesystem::exists(path, ec)) targets.insert(targets.begin(), {path, "the file"});
+  for (const auto& [target, what] : targets) {
+    if (::access(target.c_str(), W_OK) != 0) {
+      const int error = errno;
+      throw InputError(fmt::format("the store '{}' is read-only: {} '{}' cannot be written ({}); a run writes to its "
+                                   "store, while status, trials, query and report only read it",
+                                   path.string(), what, target.string(), std::strerror(error)));
+    }
+  }
+}
+
 Store Store::open(const std::filesystem::path& path, Mode mode) {
   auto handle = std::make_unique<Handle>();
   handle->path = path.string();
@@ -130,6 +155,7 @@ Store Store::open(const std::filesystem::path& path, Mode mode) {
 
   int flags = SQLITE_OPEN_READONLY;
   if (mode == Mode::ReadWrite) {
+    check_writable(path);
     flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     std::error_code error;
     if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), error);
@@ -422,6 +448,14 @@ std::vector<ArtifactRow> Store::artifacts(int64_t trial_id) const {
   std::vector<ArtifactRow> rows;
   while (statement.step()) rows.push_back(read_artifact(database, statement));
   return rows;
+}
+
+std::vector<std::string> Store::artifact_paths() const {
+  Database& database = checked(handle_.get());
+  Statement statement(database, "list the paths of all artifacts", "SELECT path FROM artifacts");
+  std::vector<std::string> paths;
+  while (statement.step()) paths.push_back(statement.column_text(0));
+  return paths;
 }
 
 std::optional<ArtifactRow> Store::find_artifact(int64_t experiment_id, const std::string& config_hash,

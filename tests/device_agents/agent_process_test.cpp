@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <memory>
@@ -18,9 +19,11 @@
 
 #include "../workers/expect_error.h"
 #include "../workers/temp_folder.h"
+#include "test_certificate.h"
 #include "edgesweep/common/hash.h"
 #include "edgesweep/device_agents/auth.h"
 #include "edgesweep/device_agents/client.h"
+#include "edgesweep/device_agents/tls.h"
 
 namespace edgesweep {
 namespace {
@@ -134,7 +137,8 @@ class AgentProcess {
       const size_t at = text.find(marker);
       const size_t line_end = text.find('\n', at);
       if (at != std::string::npos && line_end != std::string::npos) {
-        return text.substr(at + marker.size(), line_end - at - marker.size());
+        const std::string rest = text.substr(at + marker.size(), line_end - at - marker.size());
+        return rest.substr(0, rest.find(' '));  // "HOST:PORT (TLS)"
       }
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -161,6 +165,7 @@ class AgentProcess {
     return status_;
   }
   std::string error_text() const { return read_text(err_); }
+  std::string output_text() const { return read_text(out_); }
   pid_t pid() const { return pid_; }
 
  private:
@@ -186,12 +191,13 @@ class AgentProcessTest : public ::testing::Test {
     chmod((folder_ / "token").c_str(), 0600);
   }
 
-  /// Starts an agent with a one-thread profile and returns its address.
-  std::string start_agent() {
-    agent_ = std::make_unique<AgentProcess>(
-        folder_.path(), std::vector<std::string>{"--listen", "127.0.0.1:0", "--token-file", (folder_ / "token").string(),
-                                                 "--data", (folder_ / "data").string(), "--profile", "one-thread",
-                                                 "--threads", "1", "--cpus", "0"});
+  /// Starts an agent with a one-thread profile (and `extra` arguments) and returns its address.
+  std::string start_agent(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args{"--listen", "127.0.0.1:0", "--token-file", (folder_ / "token").string(),
+                                  "--data", (folder_ / "data").string(), "--profile", "one-thread",
+                                  "--threads", "1", "--cpus", "0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    agent_ = std::make_unique<AgentProcess>(folder_.path(), args);
     const std::string address = agent_->wait_for_address();
     EXPECT_FALSE(address.empty()) << agent_->error_text();
     return address;
@@ -249,6 +255,26 @@ TEST_F(AgentProcessTest, UploadsAndBenchmarksARealModel) {
   EXPECT_EQ(agent_->stop(SIGTERM, 30), 0) << "agent did not exit cleanly on SIGTERM: " << agent_->error_text();
 }
 
+TEST_F(AgentProcessTest, AnAgentWithACertificateSaysItsFingerprintAndIsPinnedByIt) {
+  const Certificate certificate = make_certificate(folder_, "agent");
+  const std::string address =
+      start_agent({"--tls-cert", certificate.cert.string(), "--tls-key", certificate.key.string()});
+  ASSERT_FALSE(address.empty());
+  const std::string fingerprint = certificate_fingerprint(certificate.cert);
+  EXPECT_NE(agent_->output_text().find("(TLS; certificate " + fingerprint + ")"), std::string::npos)
+      << agent_->output_text();
+  AgentClientOptions options;
+  options.address = address;
+  options.token = token_;
+  options.tls_fingerprint = fingerprint;
+  options.benchmark_timeout_seconds = 180;
+  AgentClient c(options);
+  EXPECT_TRUE(c.encrypted());
+  const std::string sha = c.upload(*shared_ / "model.pt");
+  EXPECT_EQ(c.benchmark(sha, quick_request(), 120).at("batches").size(), 2u);
+  EXPECT_EQ(agent_->stop(SIGTERM, 30), 0) << agent_->error_text();
+}
+
 TEST_F(AgentProcessTest, ACrashingChildLeavesTheAgentServing) {
   const std::string address = start_agent();
   ASSERT_FALSE(address.empty());
@@ -272,7 +298,7 @@ TEST_F(AgentProcessTest, BadPeersAreRefusedAndTheAgentStaysUp) {
   AgentClientOptions wrong;
   wrong.address = address;
   wrong.token = "not the token";
-  expect_error<AgentRefused>([&] { AgentClient c(wrong); }, {address, "authentication failed"});
+  expect_error<AgentRefused>([&] { AgentClient c(wrong); }, {address, "TLS handshake failed"});
   AgentClientOptions none;
   none.address = address;
   expect_error<InputError>([&] { AgentClient c(none); }, {address, "requires a token"});
@@ -348,6 +374,62 @@ TEST_F(AgentProcessTest, ABenchmarkChildDiesWithItsKilledAgentAndItsFolderGoesAt
   EXPECT_NE(read_text(folder_ / "agent.err").find("removed 1 benchmark folder"), std::string::npos)
       << agent_->error_text();
   EXPECT_EQ(client(address).ping().at("type"), "pong");
+}
+
+TEST_F(AgentProcessTest, AnAgentKilledMidUploadKeepsNothingOfItAndTheUploadIsRedone) {
+  // 48 MiB that do not compress, sent in 64 KiB chunks over TLS: long enough to kill the agent in the middle.
+  std::string bytes(48u << 20, '\0');
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  for (char& b : bytes) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    b = static_cast<char>(state);
+  }
+  const std::string sha = sha256_hex(bytes);
+  std::string address = start_agent();
+  ASSERT_FALSE(address.empty());
+  const fs::path models = folder_ / "data" / "models";
+  const auto partial_uploads = [&] {
+    std::vector<fs::path> found;
+    for (const auto& entry : fs::directory_iterator(models)) {
+      if (entry.path().extension() == ".part") found.push_back(entry.path());
+    }
+    return found;
+  };
+  {
+    AgentClientOptions options;
+    options.address = address;
+    options.token = token_;
+    options.chunk_bytes = 64 * 1024;
+    options.io_timeout_seconds = 30;
+    AgentClient c(options);
+    std::atomic<bool> killed{false};
+    std::thread killer([&] {
+      // Once part of the model is on the agent's disk.
+      eventually([&] {
+        const auto parts = partial_uploads();
+        std::error_code ec;
+        return !parts.empty() && fs::file_size(parts.front(), ec) > (1u << 20);
+      }, 60);
+      killed = agent_->stop(SIGKILL, 30) != -1;
+    });
+    expect_error<Error>([&] { c.upload_bytes(bytes); }, {address});
+    killer.join();
+    ASSERT_TRUE(killed.load());
+  }
+  EXPECT_EQ(partial_uploads().size(), 1u);  // a killed agent cannot clean up
+  EXPECT_FALSE(fs::exists(models / (sha + ".pt")));
+  fs::remove(folder_ / "agent.out");
+  address = start_agent();  // the next agent removes it, and the upload is done again from the start
+  ASSERT_FALSE(address.empty());
+  EXPECT_TRUE(partial_uploads().empty());
+  EXPECT_NE(read_text(folder_ / "agent.err").find("removed 1 unfinished upload"), std::string::npos)
+      << agent_->error_text();
+  AgentClient c = client(address);
+  EXPECT_FALSE(c.has(sha));
+  EXPECT_EQ(c.upload_bytes(bytes), sha);
+  EXPECT_EQ(sha256_file(models / (sha + ".pt")), sha);
 }
 
 TEST_F(AgentProcessTest, UnsafeOptionsRefused) {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 
 #include "../workers/expect_error.h"
@@ -22,6 +23,7 @@
 #include "edgesweep/device_agents/agent.h"
 #include "edgesweep/device_agents/auth.h"
 #include "edgesweep/device_agents/client.h"
+#include "edgesweep/device_agents/tls.h"
 
 namespace edgesweep {
 namespace {
@@ -152,6 +154,8 @@ TEST_F(AgentTest, HelloCarriesProtocolNonceHardwareAndProfile) {
   AgentClient c = client();
   EXPECT_EQ(c.hello().at("protocol"), agent_protocol_version);
   EXPECT_TRUE(c.hello().at("auth").get<bool>());
+  EXPECT_TRUE(c.hello().at("tls").get<bool>());  // a token means TLS
+  EXPECT_TRUE(c.encrypted());
   EXPECT_TRUE(is_hex_digest(c.hello().at("nonce").get<std::string>()));
   EXPECT_EQ(c.hardware().at("cpu_model"), "test cpu");
   EXPECT_EQ(c.profile().at("name"), "test-profile");
@@ -169,8 +173,9 @@ TEST_F(AgentTest, ForgedProofRefusedAndConnectionClosed) {
   EXPECT_EQ(reply.at("type"), "error");
   EXPECT_NE(reply.at("message").get<std::string>().find("authentication failed"), std::string::npos);
   expect_closed(c);
-  // A proof made with another token is just as forged.
-  expect_error<AgentRefused>([&] { AgentClient(client_options("wrong token")); }, {address_, "authentication failed"});
+  // Another token gives another TLS key: the handshake fails before any proof is sent.
+  expect_error<AgentRefused>([&] { AgentClient(client_options("wrong token")); },
+                             {address_, "TLS handshake failed", "is the token the agent's?"});
   expect_serving();
 }
 
@@ -239,14 +244,10 @@ TEST_F(AgentTest, BeforeAuthenticationOnlyAShortAuthIsRead) {
   // with no payload read (the peer sends none) and nothing allocated for it.
   for (const auto& [type, length] : {std::pair{FrameType::Chunk, size_t{60} * 1024}, std::pair{FrameType::Control,
                                                                                         size_t{4097}}}) {
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::socket socket(io);
-    socket.connect({boost::asio::ip::make_address("127.0.0.1"), agent_->port()});
-    read_frame(socket, FrameLimits{});  // hello
+    AgentClient c = raw_client();
     const FrameHeaderBytes header = encode_frame_header(type, length, FrameLimits{});
-    boost::asio::write(socket, boost::asio::buffer(header));
-    const Frame reply = read_frame(socket, FrameLimits{});
-    const Json message = Json::parse(reply.payload);
+    c.send_raw(std::string(header.begin(), header.end()));
+    const Json message = c.read_message();
     EXPECT_EQ(message.at("type"), "error");
     EXPECT_NE(message.at("message").get<std::string>().find(
                   fmt::format("at most 4096 bytes is read before authentication; got a {} frame of {} bytes",
@@ -355,23 +356,29 @@ TEST_F(AgentTest, StoppingAnswersPendingBenchmarksAtOnce) {
 }
 
 TEST_F(AgentTest, ClientRefusesAnAgentThatCannotProveItself) {
-  // A fake agent that says hello, accepts any auth and answers with a made-up proof.
+  // A fake agent that holds the token's TLS key (say, the key leaked, not the token), says hello, accepts any auth
+  // and answers with a made-up proof.
   boost::asio::io_context io;
   boost::asio::ip::tcp::acceptor acceptor(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
   address_ = "127.0.0.1:" + std::to_string(acceptor.local_endpoint().port());
+  const std::shared_ptr<TlsContext> tls = make_agent_tls_context(token_, {}, {});
   std::thread fake([&] {
     boost::asio::ip::tcp::socket socket(io);
     acceptor.accept(socket);
+    const AgentPreamble preamble = encode_agent_preamble(AgentTransport::Tls);
+    boost::asio::write(socket, boost::asio::buffer(preamble));
+    boost::asio::ssl::stream<boost::asio::ip::tcp::socket&> stream(socket, tls->context());
+    stream.handshake(boost::asio::ssl::stream_base::server);
     const FrameLimits limits;
-    write_frame(socket, FrameType::Control,
+    write_frame(stream, FrameType::Control,
                 Json{{"type", "hello"}, {"protocol", agent_protocol_version}, {"nonce", make_nonce()}, {"auth", true},
                      {"hardware", Json::object()}, {"profile", Json::object()}}.dump(),
                 limits);
-    const Json auth = Json::parse(read_frame(socket, limits).payload);
-    write_frame(socket, FrameType::Control,
+    const Json auth = Json::parse(read_frame(stream, limits).payload);
+    write_frame(stream, FrameType::Control,
                 Json{{"type", "welcome"}, {"id", auth.at("id")}, {"proof", std::string(64, 'f')}}.dump(), limits);
     try {
-      read_frame(socket, limits);  // until the client hangs up
+      read_frame(stream, limits);  // until the client hangs up
     } catch (const boost::system::system_error&) {
     }
   });
@@ -453,13 +460,11 @@ TEST_F(AgentTest, OversizeFramesRefusedAgentAlive) {
     expect_closed(c);
   }
   // Not even a frame: the agent says so and closes.
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::socket socket(io);
-  socket.connect({boost::asio::ip::make_address("127.0.0.1"), agent_->port()});
-  read_frame(socket, FrameLimits{});  // hello
-  boost::asio::write(socket, boost::asio::buffer(std::string("GET / HTTP/1.1\r\n\r\n")));
-  const Frame reply = read_frame(socket, FrameLimits{});
-  EXPECT_NE(reply.payload.find("magic"), std::string::npos);
+  AgentClient c = raw_client();
+  c.send_raw("GET / HTTP/1.1\r\n\r\n");
+  const Json reply = c.read_message();
+  EXPECT_NE(reply.at("message").get<std::string>().find("magic"), std::string::npos) << reply.dump();
+  expect_closed(c);
   expect_serving();
 }
 
@@ -580,6 +585,7 @@ TEST_F(AgentTest, LoopbackAgentWithoutToken) {
   start(false);
   AgentClient c(client_options(""));
   EXPECT_FALSE(c.hello().at("auth").get<bool>());
+  EXPECT_FALSE(c.encrypted());
   EXPECT_EQ(c.ping().at("type"), "pong");
   // A client holding a token refuses an agent that cannot prove it.
   expect_error<Error>([&] { AgentClient(client_options(token_)); }, {address_, "runs without a token"});

@@ -15,8 +15,10 @@
 
 #include "../workers/expect_error.h"
 #include "../workers/temp_folder.h"
+#include "../device_agents/test_certificate.h"
 #include "edgesweep/common/hash.h"
 #include "edgesweep/device_agents/agent.h"
+#include "edgesweep/device_agents/tls.h"
 #include "edgesweep/orchestrator/farm.h"
 #include "edgesweep/orchestrator/spec.h"
 #include "edgesweep/orchestrator/store.h"
@@ -58,11 +60,17 @@ struct FakeBench {
   }
 };
 
-/// An agent in this process on 127.0.0.1 (a free port) without a token.
+/// An agent in this process on 127.0.0.1 (a free port), without a token unless given one (and a certificate).
 struct LocalAgent {
-  LocalAgent(const std::filesystem::path& data, const std::string& cpu) {
+  LocalAgent(const std::filesystem::path& data, const std::string& cpu, const std::filesystem::path& token_file = {},
+             const Certificate* certificate = nullptr) {
     AgentOptions options;
     options.listen = "127.0.0.1:0";
+    options.token_file = token_file;
+    if (certificate != nullptr) {
+      options.tls_cert_file = certificate->cert;
+      options.tls_key_file = certificate->key;
+    }
     options.data_dir = data;
     options.profile.name = "stand-in";
     options.profile.threads = 1;
@@ -92,8 +100,10 @@ int free_port() {
 
 class FarmTest : public ::testing::Test {
  protected:
-  /// A spec whose [[devices]] are `addresses` (named d0, d1, ...), with quick retries and heartbeats.
-  ExperimentSpec make_spec(const std::vector<std::string>& addresses, const std::string& measure_extra = "") {
+  /// A spec whose [[devices]] are `addresses` (named d0, d1, ...; each with its line of `device_extra`, if any), with
+  /// quick retries and heartbeats.
+  ExperimentSpec make_spec(const std::vector<std::string>& addresses, const std::string& measure_extra = "",
+                           const std::vector<std::string>& device_extra = {}) {
     std::string text = fmt::format(R"toml(
 [experiment]
 name = "farm"
@@ -109,7 +119,8 @@ benchmark_timeout_seconds = 30
 )toml",
                                    (folder_ / "results").string(), measure_extra);
     for (size_t i = 0; i < addresses.size(); ++i) {
-      text += fmt::format("[[devices]]\nname = \"d{}\"\naddress = \"{}\"\n", i, addresses[i]);
+      text += fmt::format("[[devices]]\nname = \"d{}\"\naddress = \"{}\"\n{}\n", i, addresses[i],
+                          i < device_extra.size() ? device_extra[i] : "");
     }
     return parse_spec_string(text, "farm.toml");
   }
@@ -310,6 +321,43 @@ TEST_F(FarmTest, EveryArtifactIsMeasuredOnceOnEveryDevice) {
   }
   EXPECT_EQ(store.measurements(experiment_id_).size(), 12u);
   (void)artifacts;
+}
+
+TEST_F(FarmTest, DevicesSpeakTlsOnTheirTokenOrTheirPinnedCertificate) {
+  std::ofstream(folder_ / "token") << "the farm's token\n";
+  chmod((folder_ / "token").c_str(), 0600);
+  const Certificate certificate = make_certificate(folder_, "board");
+  const Certificate other = make_certificate(folder_, "other");
+  LocalAgent by_token(folder_ / "agent-a", "cpu a", folder_ / "token");
+  LocalAgent by_certificate(folder_ / "agent-b", "cpu b", folder_ / "token", &certificate);
+  LocalAgent impostor(folder_ / "agent-c", "cpu c", folder_ / "token", &other);
+  const std::string token_line = fmt::format("token_file = \"{}\"", (folder_ / "token").string());
+  const ExperimentSpec spec =
+      make_spec({by_token.address, by_certificate.address, impostor.address}, "max_attempts = 1",
+                {token_line,
+                 token_line + fmt::format("\ntls_fingerprint = \"{}\"", certificate_fingerprint(certificate.cert)),
+                 token_line + fmt::format("\ntls_fingerprint = \"{}\"", certificate_fingerprint(certificate.cert))});
+  EXPECT_EQ(spec.devices.at(1).tls_fingerprint, certificate_fingerprint(certificate.cert));
+  Store store = Store::open(folder_ / "db.sqlite", Store::Mode::ReadWrite);
+  record_trials(store, spec, 1);
+  {
+    Farm farm(store, spec, experiment_id_);
+    farm.start(false);
+    ASSERT_TRUE(farm.wait(60));
+    farm.stop();
+  }
+  EXPECT_EQ(by_token.bench.calls.load(), 1);
+  EXPECT_EQ(by_certificate.bench.calls.load(), 1);
+  EXPECT_EQ(impostor.bench.calls.load(), 0);  // another certificate at the pinned device's address
+  for (const MeasurementJobRow& job : store.measurement_jobs(experiment_id_)) {
+    if (job.device == "d2") {
+      EXPECT_EQ(job.status, JobStatus::Failed);
+      EXPECT_NE(job.error.find("presented the certificate " + certificate_fingerprint(other.cert)), std::string::npos)
+          << job.error;
+    } else {
+      EXPECT_EQ(job.status, JobStatus::Done) << job.device << ": " << job.error;
+    }
+  }
 }
 
 TEST_F(FarmTest, FailedBenchmarksAreRetriedWithBackoff) {

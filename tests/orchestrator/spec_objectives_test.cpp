@@ -140,7 +140,14 @@ TEST(SpecDevicesErrors, NamesAddressesAndKeys) {
                           "x.toml:4:8: devices[0] 'name' = \"a/b\" is not a valid device name"));
   EXPECT_TRUE(starts_with(error_of(kHead + "[[devices]]\nname = \"a\"\naddress = \"h:1\"\nport = 3\n"),
                           "x.toml:6:1: unknown key 'port' in devices[0] (known keys: name, address, token_file, "
-                          "profile, spawn"));
+                          "tls_fingerprint, profile, spawn"));
+  EXPECT_TRUE(starts_with(
+      error_of(kHead + "[[devices]]\nname = \"a\"\naddress = \"h:1\"\ntls_fingerprint = \"sha256:abcd\"\n"),
+      "x.toml:6:19: devices[0] 'tls_fingerprint': 'sha256:abcd' is not a SHA-256 certificate fingerprint: it has 4 hex "
+      "digits, not 64"));
+  EXPECT_TRUE(starts_with(error_of(kHead + "[[devices]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nspawn = true\n" +
+                                   "tls_fingerprint = \"" + std::string(64, 'a') + "\"\n"),
+                          "x.toml:7:19: devices[0] 'tls_fingerprint' cannot go with spawn = true"));
   EXPECT_EQ(error_of(kHead + "[[devices]]\nname = \"a\"\naddress = \"h:1\"\nspawn = \"yes\"\n"),
             "x.toml:6:9: devices[0] 'spawn' must be true or false, got \"yes\"");
   EXPECT_EQ(error_of(kHead + "[[devices]]\nname = [\"a\", \"b\"]\naddress = \"h:1\"\n"),

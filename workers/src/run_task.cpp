@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/file_io.h"
 #include "edgesweep/common/hash.h"
 #include "edgesweep/workers/baseline_init.h"
 #include "edgesweep/workers/import_torchscript.h"
@@ -132,10 +133,11 @@ void store_in_cache(const Task& task, const TaskResult& result) {
     const fs::path partial = cache_file(task, ".pt.partial");
     fs::copy_file(fs::path(task.results_dir) / artifact.path, partial, fs::copy_options::overwrite_existing);
     fs::rename(partial, cache_file(task, ".pt"));
-    std::ofstream out(cache_file(task, ".json"));
-    out << Json{{"sha256", artifact.sha256}, {"artifact", artifact}, {"metrics", result.metrics},
-                {"config", task.config}}
-               .dump(2);
+    write_file_atomically(cache_file(task, ".json"), Json{{"sha256", artifact.sha256},
+                                                          {"artifact", artifact},
+                                                          {"metrics", result.metrics},
+                                                          {"config", task.config}}
+                                                         .dump(2));
     spdlog::info("baseline {} cached as '{}'", task.trial_id, cache_file(task, ".pt").string());
   } catch (const std::exception& e) {
     spdlog::warn("cannot write the baseline cache in '{}': {}", task.cache_dir, e.what());

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/file_io.h"
 
 namespace edgesweep {
 namespace {
@@ -134,13 +135,15 @@ void save_torchscript(const GraphModule& model, const Json& metadata, const std:
   extra[kGraphFile] = Json(model->graph()).dump();
   extra[kMetadataFile] = metadata.dump();
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  const std::filesystem::path partial = path.string() + ".partial";
+  // Serialised in memory, then written by code that checks every write: LibTorch's file writer throws from its
+  // destructor when the disk fills up, which ends the process.
+  std::ostringstream archive;
   try {
-    module.save(partial.string(), extra);
+    module.save(archive, extra);
   } catch (const c10::Error& e) {
     throw Error(fmt::format("cannot save model to '{}': {}", path.string(), e.what_without_backtrace()));
   }
-  std::filesystem::rename(partial, path);  // a crash never leaves a half-written archive under the final name
+  write_file_atomically(path, archive.str());  // never a half-written archive under the final name
 }
 
 Json read_archive_metadata(const std::filesystem::path& path) {

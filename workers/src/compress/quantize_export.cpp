@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/file_io.h"
 #include "edgesweep/workers/compress/quantize.h"
 #include "edgesweep/workers/torchscript.h"
 
@@ -334,13 +335,13 @@ void save_scripted_model(const ScriptedModel& model, const Json& metadata, const
   extra[kMetadataFile] = meta.dump();
   extra[kQuantizationFile] = model.quantization.dump();
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  const std::filesystem::path partial = path.string() + ".partial";
+  std::ostringstream archive;  // in memory first, as save_torchscript does
   try {
-    model.module.save(partial.string(), extra);
+    model.module.save(archive, extra);
   } catch (const c10::Error& e) {
     throw Error(fmt::format("cannot save model to '{}': {}", path.string(), e.what_without_backtrace()));
   }
-  std::filesystem::rename(partial, path);
+  write_file_atomically(path, archive.str());
 }
 
 double evaluate_scripted_accuracy(ScriptedModel& model, const Dataset& dataset, const std::vector<double>& mean,

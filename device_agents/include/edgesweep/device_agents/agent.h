@@ -17,6 +17,8 @@ namespace edgesweep {
 struct AgentOptions {
   std::string listen = "127.0.0.1:7070";     ///< HOST:PORT; port 0 picks a free one
   std::filesystem::path token_file;          ///< shared token; required unless HOST is loopback
+  std::filesystem::path tls_cert_file;       ///< PEM certificate (chain) clients pin; with tls_key_file
+  std::filesystem::path tls_key_file;        ///< PEM private key of tls_cert_file
   std::filesystem::path data_dir;            ///< holds models/<sha256>.pt
   AgentProfile profile;                      ///< threads, CPU affinity, memory cap, quantized engine
   FrameLimits limits;                        ///< frame size caps
@@ -37,8 +39,9 @@ std::pair<std::string, uint16_t> split_host_port(const std::string& text);
 
 class Agent {
  public:
-  /// Checks the options (token file, loopback without a token, data folder), binds the address. Throws InputError
-  /// for bad options and Error when the address cannot be bound.
+  /// Checks the options (token file, loopback without a token, certificate and key, data folder), binds the
+  /// address. With a token or a certificate every connection speaks TLS 1.3 (see tls.h); without, plaintext, which
+  /// only a loopback address may. Throws InputError for bad options and Error when the address cannot be bound.
   explicit Agent(AgentOptions options);
   ~Agent();
   Agent(const Agent&) = delete;
@@ -47,6 +50,8 @@ class Agent {
   /// The address bound, as HOST:PORT.
   std::string address() const;
   uint16_t port() const;
+  /// The fingerprint of the TLS certificate ("sha256:..."), empty without one.
+  const std::string& certificate_fingerprint() const { return fingerprint_; }
 
   /// Serves until stop() or, with handle_signals, SIGINT/SIGTERM.
   void run();
@@ -62,9 +67,11 @@ class Agent {
   std::unique_ptr<Parts> parts_;
   std::string address_;  ///< as bound (the listener's socket is closed once stopping)
   uint16_t port_ = 0;
+  std::string fingerprint_;
 };
 
-/// Runs an agent until SIGINT/SIGTERM, printing "edgesweep agent listening on HOST:PORT" on stdout once bound.
+/// Runs an agent until SIGINT/SIGTERM, printing "edgesweep agent listening on HOST:PORT" on stdout once bound
+/// (followed by " (TLS; certificate sha256:...)" or " (TLS)" when it speaks TLS).
 void serve_agent(AgentOptions options);
 
 }  // namespace edgesweep

@@ -17,8 +17,12 @@
 namespace edgesweep {
 
 /// Version of the frame and message protocol, sent in hello.
-constexpr int agent_protocol_version = 2;  ///< 2: long replies in continuation frames
+constexpr int agent_protocol_version = 3;  ///< 2: long replies in continuation frames; 3: preamble, TLS
 constexpr size_t nonce_bytes = 32;
+
+/// Throws InputError naming the file (`what` says what it is) when it is missing, not a regular file, or can be
+/// read or written by its group or by other users.
+void check_private_file(const std::filesystem::path& path, std::string_view what);
 
 /// Reads a shared token from a file; trailing white space is dropped. Throws InputError naming the file when it
 /// cannot be read, is empty, or can be read by other users (mode o+r).

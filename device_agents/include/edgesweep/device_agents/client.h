@@ -23,6 +23,7 @@ class AgentRefused : public Error {
 struct AgentClientOptions {
   std::string address;                  ///< HOST:PORT of the agent
   std::string token;                    ///< shared token; empty only for an agent that runs without one
+  std::string tls_fingerprint;          ///< the agent's certificate, pinned ("sha256:..."); empty: TLS on the token
   double connect_timeout_seconds = 10;  ///< connect and handshake
   double io_timeout_seconds = 60;       ///< each request other than a benchmark
   double benchmark_timeout_seconds = 900;  ///< waiting for a benchmark's result (queue time included)
@@ -32,8 +33,9 @@ struct AgentClientOptions {
 
 class AgentClient {
  public:
-  /// Connects, reads hello and authenticates both ways. Throws Error naming the address on failure (AgentRefused
-  /// when the agent refuses the token; InputError when a token is missing for an agent that wants one).
+  /// Connects, reads the agent's preamble, runs TLS when a token or a fingerprint is given (see tls.h), reads hello
+  /// and authenticates both ways. Throws Error naming the address on failure (AgentRefused when the agent refuses
+  /// the token or the connection; InputError when a token is missing for an agent that wants one).
   explicit AgentClient(AgentClientOptions options);
   ~AgentClient();
   AgentClient(AgentClient&&) noexcept;
@@ -64,6 +66,10 @@ class AgentClient {
   Json request(Json message, double timeout_seconds = 0);
   /// Sends a raw frame without waiting for a reply; for tests.
   void send_frame(FrameType type, const std::string& payload);
+  /// Sends bytes as they are (inside TLS when the connection has it); for tests.
+  void send_raw(const std::string& bytes);
+  /// Whether the connection speaks TLS.
+  bool encrypted() const;
   /// Reads one control message (error replies included, not thrown); for tests.
   Json read_message(double timeout_seconds = 0);
 
@@ -77,6 +83,8 @@ class AgentClient {
   struct Connection;
   AgentClient(AgentClientOptions options, bool authenticate);
   void authenticate();
+  /// Reads the preamble and, for an agent that speaks TLS, runs the handshake.
+  void secure();
   std::string upload_stream(std::istream& in, const std::string& sha256, uint64_t size);
 
   AgentClientOptions options_;

@@ -13,6 +13,7 @@
 #include "edgesweep/common/json.h"
 #include "edgesweep/device_agents/frame.h"
 #include "edgesweep/device_agents/shared_state.h"
+#include "edgesweep/device_agents/stream.h"
 
 namespace edgesweep {
 
@@ -29,6 +30,10 @@ class Session : public std::enable_shared_from_this<Session> {
   struct Upload;
 
   void start();
+  /// After the preamble: the TLS handshake when the agent has TLS, then hello.
+  void on_preamble(boost::system::error_code ec);
+  void on_handshake(boost::system::error_code ec);
+  void greet();
   void read_header();
   void on_header(boost::system::error_code ec);
   void on_payload(boost::system::error_code ec);
@@ -56,7 +61,7 @@ class Session : public std::enable_shared_from_this<Session> {
   /// Gives back the place among connections waiting for authentication, once.
   void release_place();
 
-  boost::asio::ip::tcp::socket socket_;
+  AgentStream stream_;
   std::shared_ptr<SharedState> state_;
   boost::asio::steady_timer auth_timer_;
   std::string peer_;
@@ -67,6 +72,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool closed_ = false;
   bool lingering_ = false;
   bool reading_ = false;
+  AgentPreamble preamble_{};
   FrameHeaderBytes header_{};
   FrameHeader frame_header_;
   std::string payload_;

@@ -20,6 +20,8 @@
 
 namespace edgesweep {
 
+class TlsContext;
+
 /// Runs one benchmark to its end (blocking); never called on the network thread.
 using BenchmarkFunction = std::function<BenchOutcome(const BenchJob&)>;
 
@@ -27,6 +29,7 @@ using BenchmarkFunction = std::function<BenchOutcome(const BenchJob&)>;
 struct AgentSettings {
   std::filesystem::path data_dir;       ///< models are kept in data_dir/models/<sha256>.pt
   std::string token;                    ///< shared token; empty: no authentication (loopback only)
+  std::shared_ptr<TlsContext> tls;      ///< TLS of every connection (token or certificate); null: plaintext
   FrameLimits limits;                   ///< frame size caps
   uint64_t max_upload_bytes = uint64_t{4} << 30;  ///< largest model accepted
   double auth_timeout_seconds = 30;     ///< a connection that has not authenticated by then is closed
@@ -45,7 +48,8 @@ Json profile_to_json(const AgentProfile& profile);
 
 class SharedState {
  public:
-  /// Creates data_dir/models and starts the benchmark thread. Throws Error naming the folder.
+  /// Creates data_dir/models, removes the unfinished uploads an agent that was killed left there, and starts the
+  /// benchmark thread. Throws Error naming the folder.
   explicit SharedState(AgentSettings settings);
   ~SharedState();
   SharedState(const SharedState&) = delete;

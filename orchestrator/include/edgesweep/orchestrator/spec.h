@@ -43,6 +43,7 @@ struct DeviceSpec {
   std::string name;        ///< unique within the experiment
   std::string address;     ///< HOST:PORT of its agent (IPv6 hosts in brackets)
   std::string token_file;  ///< file holding the shared token; empty: none (loopback only)
+  std::string tls_fingerprint;  ///< the agent's certificate, pinned ("sha256:<64 hex>"); empty: TLS on the token
   std::string profile;     ///< agent profile to ask for; empty: the agent's default
   bool spawn = false;      ///< start a loopback agent at `address` when none answers
   int64_t threads = 0;     ///< spawn: benchmark threads of the agent (0: its default)

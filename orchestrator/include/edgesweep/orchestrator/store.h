@@ -127,6 +127,10 @@ class Store {
   /// Opens (ReadWrite: creates and migrates) the database at `path`; throws Error naming the file.
   static Store open(const std::filesystem::path& path, Mode mode);
 
+  /// Throws InputError naming the file when a store at `path` (or its folder, when it does not exist yet) cannot be
+  /// written: a read-only file, folder or file system. Reading it is still possible.
+  static void check_writable(const std::filesystem::path& path);
+
   Store(Store&&) noexcept;
   Store& operator=(Store&&) noexcept;
   ~Store();
@@ -173,6 +177,8 @@ class Store {
   // Artifacts.
   int64_t add_artifact(const ArtifactRow& row);
   std::vector<ArtifactRow> artifacts(int64_t trial_id) const;
+  /// The path of every artifact the store records, of every experiment.
+  std::vector<std::string> artifact_paths() const;
   /// The newest artifact of `kind` whose trial has this config hash within the experiment, if any.
   std::optional<ArtifactRow> find_artifact(int64_t experiment_id, const std::string& config_hash,
                                            const std::string& kind) const;

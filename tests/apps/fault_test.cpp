@@ -1,0 +1,286 @@
+// Faults from outside a run, each with real processes: a worker rank killed mid-trial, the disk filling up while
+// trials write their archives, and a store whose file cannot be written. After each, nothing recorded is lost
+// (PRAGMA integrity_check, every done trial and its archive as they were) and `run --resume` finishes the sweep.
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "app_harness.h"
+#include "edgesweep/common/hash.h"
+
+namespace edgesweep::apps_test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+/// A done trial as recorded: its row and its archives with their hashes.
+struct DoneTrial {
+  int64_t attempts = 0;
+  std::string finished;
+  std::vector<std::pair<std::string, std::string>> artifacts;  ///< path, sha256
+  bool operator==(const DoneTrial& o) const {
+    return attempts == o.attempts && finished == o.finished && artifacts == o.artifacts;
+  }
+};
+
+/// The done trials of experiment `name`.
+std::map<int64_t, DoneTrial> done_trials(const fs::path& db, const std::string& name) {
+  const Store store = Store::open(db, Store::Mode::ReadOnly);
+  std::map<int64_t, DoneTrial> done;
+  for (const TrialRow& row : trials_of(store, name)) {
+    if (row.status != TrialStatus::Done) continue;
+    DoneTrial trial{row.attempts, row.finished, {}};
+    for (const ArtifactRow& a : store.artifacts(row.id)) trial.artifacts.emplace_back(a.path, a.sha256);
+    done[row.id] = trial;
+  }
+  return done;
+}
+
+/// What every fault must leave: an intact store and every done trial's archive on disk with its recorded hash; with
+/// `no_strays`, also no archive the store does not record (a process killed mid-write cannot clean up after itself,
+/// the next run does).
+void expect_nothing_lost(const fs::path& results, const std::string& name, bool no_strays = true) {
+  const fs::path db = results / "edgesweep.db";
+  const Store store = Store::open(db, Store::Mode::ReadOnly);
+  EXPECT_EQ(store.query("PRAGMA integrity_check"), Json::parse(R"([{"integrity_check": "ok"}])"));
+  std::set<std::string> recorded;
+  for (const auto& [id, trial] : done_trials(db, name)) {
+    for (const auto& [path, sha] : trial.artifacts) {
+      SCOPED_TRACE(fmt::format("trial {} archive {}", id, path));
+      recorded.insert(fs::path(path).filename().string());
+      ASSERT_TRUE(fs::exists(results / path));
+      EXPECT_EQ(sha256_file(results / path), sha);
+    }
+  }
+  for (const TrialRow& row : trials_of(store, name)) {
+    for (const ArtifactRow& a : store.artifacts(row.id)) recorded.insert(fs::path(a.path).filename().string());
+  }
+  if (!no_strays || !fs::exists(results / "artifacts")) return;
+  for (const auto& entry : fs::directory_iterator(results / "artifacts")) {
+    EXPECT_TRUE(recorded.count(entry.path().filename().string())) << "unrecorded file " << entry.path();
+  }
+}
+
+/// Waits (up to `seconds`, while `run` goes on) until experiment `name` has at least `count` done trials.
+bool wait_for_done(Child& run, const fs::path& db, const std::string& name, size_t count, int seconds) {
+  const auto deadline = Clock::now() + std::chrono::seconds(seconds);
+  while (Clock::now() < deadline && !run.ended()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!fs::exists(db)) continue;
+    try {
+      if (done_trials(db, name).size() >= count) return true;
+    } catch (const std::exception&) {
+      // not recorded yet
+    }
+  }
+  return false;
+}
+
+/// The pid of the process whose environment holds both `mark` and `variable`, or -1.
+pid_t process_with(const std::string& mark, const std::string& variable) {
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "environ", std::ios::binary);
+    const std::string environ((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::set<std::string> variables;
+    size_t start = 0;
+    while (start < environ.size()) {
+      const size_t end = environ.find('\0', start);
+      variables.insert(environ.substr(start, end == std::string::npos ? std::string::npos : end - start));
+      if (end == std::string::npos) break;
+      start = end + 1;
+    }
+    if (variables.count(mark) && variables.count(variable)) return static_cast<pid_t>(std::stol(name));
+  }
+  return -1;
+}
+
+/// A small tmpfs mounted on a folder for one test (needs the right to mount: root, or CAP_SYS_ADMIN).
+class SmallDisk {
+ public:
+  SmallDisk(const fs::path& where, size_t bytes) : where_(where) {
+    fs::create_directories(where);
+    const std::string options = fmt::format("size={}", bytes);
+    if (::mount("tmpfs", where.c_str(), "tmpfs", 0, options.c_str()) != 0) {
+      error_ = std::strerror(errno);
+      return;
+    }
+    mounted_ = true;
+  }
+  ~SmallDisk() {
+    if (mounted_) ::umount2(where_.c_str(), MNT_DETACH);
+  }
+  bool mounted() const { return mounted_; }
+  const std::string& error() const { return error_; }
+  /// Makes the mount read-only (true) or writable again.
+  bool set_read_only(bool read_only) {
+    return ::mount("tmpfs", where_.c_str(), "tmpfs", MS_REMOUNT | (read_only ? MS_RDONLY : 0), nullptr) == 0;
+  }
+
+ private:
+  fs::path where_;
+  bool mounted_ = false;
+  std::string error_;
+};
+
+/// Fills the file system of `folder` with `file` until it has no room left; returns the bytes written.
+size_t fill_disk(const fs::path& file) {
+  std::FILE* out = std::fopen(file.c_str(), "wb");
+  if (out == nullptr) return 0;
+  std::setvbuf(out, nullptr, _IONBF, 0);
+  const std::string block(4096, 'x');
+  size_t written = 0;
+  while (std::fwrite(block.data(), 1, block.size(), out) == block.size()) written += block.size();
+  while (std::fwrite(block.data(), 1, 1, out) == 1) ++written;  // the last bytes
+  std::fclose(out);
+  return written;
+}
+
+const char* const kFinetunes = R"toml([[pipeline]]
+stage = "finetune"
+epochs = 2
+lr = [0.001, 0.002, 0.005, 0.01, 0.02]
+optimizer = "adam"
+batch_size = 32
+)toml";
+
+using FaultTest = AppTest;
+
+TEST_F(FaultTest, AWorkerRankKilledMidTrialEndsTheRunAndResumeFinishesIt) {
+  if (mpiexec_path().empty()) GTEST_SKIP() << "built without MPI";
+  const fs::path spec = write_file("worker.toml", tiny_experiment("worker", results_dir_, "arch = \"small-cnn\"",
+                                                                  kFinetunes));
+  const fs::path db = results_dir_ / "edgesweep.db";
+  const std::string mark = fmt::format("EDGESWEEP_FAULT_TEST={}", getpid());
+  std::map<std::string, std::string> env = mpi_environment();
+  env["EDGESWEEP_FAULT_TEST"] = std::to_string(getpid());
+  std::map<int64_t, DoneTrial> before;
+  int run_exit = 0;
+  {
+    Child run({mpiexec_path(), "-np", "3", "--oversubscribe", EDGESWEEP_BINARY, "run", spec.string()},
+              folder_ / "worker-run.log", env);
+    ASSERT_TRUE(wait_for_done(run, db, "worker", 2, 240)) << "no two done trials in time";
+    // Worker rank 2 (rank 0 hands out work, ranks 1 and 2 train), whatever it is doing.
+    const pid_t worker = process_with(mark, "OMPI_COMM_WORLD_RANK=2");
+    ASSERT_GT(worker, 0) << "worker rank 2 not found";
+    before = done_trials(db, "worker");
+    ASSERT_EQ(::kill(worker, SIGKILL), 0);
+    // Open MPI ends the job when a rank dies: the run stops by itself, it does not hang.
+    ASSERT_TRUE(run.wait(std::chrono::seconds(60))) << "the run went on after a rank was killed";
+    run_exit = run.exit_code();
+  }
+  EXPECT_NE(run_exit, 0);
+  const std::string log = [&] {
+    std::ifstream in(folder_ / "worker-run.log");
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }();
+  EXPECT_TRUE(contains(log, "rank 2")) << log;
+  // What was done when the worker died is still there, unchanged.
+  const std::map<int64_t, DoneTrial> after_kill = done_trials(db, "worker");
+  for (const auto& [id, trial] : before) EXPECT_EQ(after_kill.at(id), trial) << "trial " << id;
+  expect_nothing_lost(results_dir_, "worker", false);
+
+  const ProcessResult resumed = edgesweep_mpi(2, {"run", "--resume", spec.string()});
+  ASSERT_FALSE(resumed.timed_out) << describe(resumed);
+  ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
+  const std::map<int64_t, DoneTrial> finished = done_trials(db, "worker");
+  EXPECT_EQ(finished.size(), 6u);  // a baseline and five trials
+  for (const auto& [id, trial] : after_kill) EXPECT_EQ(finished.at(id), trial) << "trial " << id << " was redone";
+  expect_nothing_lost(results_dir_, "worker");
+}
+
+TEST_F(FaultTest, TheDiskFillingUpMidSweepLosesNothingAndResumeFinishesOnceThereIsRoom) {
+  SmallDisk disk(results_dir_, 32u << 20);
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a small tmpfs here (" << disk.error() << "; needs root)";
+  const fs::path spec = write_file("full.toml", tiny_experiment("full", results_dir_, "arch = \"small-cnn\"",
+                                                                kFinetunes));
+  const fs::path db = results_dir_ / "edgesweep.db";
+  const fs::path filler = results_dir_ / "filler";
+  std::map<int64_t, DoneTrial> before;
+  {
+    Child run({EDGESWEEP_BINARY, "run", spec.string()}, folder_ / "full-run.log");
+    ASSERT_TRUE(wait_for_done(run, db, "full", 2, 240)) << "no two done trials in time";
+    before = done_trials(db, "full");
+    ASSERT_GT(fill_disk(filler), 0u);
+    // The next archive (or the store's next write) finds no room: the run must end, not hang or crash.
+    ASSERT_TRUE(run.wait(std::chrono::seconds(240))) << "the run went on with a full disk";
+    EXPECT_NE(run.exit_code(), 0);
+    EXPECT_LT(run.exit_code(), 128) << "the run died of a signal on a full disk";
+  }
+  const std::string log = [&] {
+    std::ifstream in(folder_ / "full-run.log");
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }();
+  EXPECT_TRUE(contains(log, "No space left on device") || contains(log, "disk is full")) << log;
+  fs::remove(filler);
+  const std::map<int64_t, DoneTrial> after_fault = done_trials(db, "full");
+  for (const auto& [id, trial] : before) EXPECT_EQ(after_fault.at(id), trial) << "trial " << id;
+  expect_nothing_lost(results_dir_, "full");
+
+  const ProcessResult resumed = edgesweep({"run", "--resume", spec.string()});
+  ASSERT_FALSE(resumed.timed_out) << describe(resumed);
+  ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
+  const std::map<int64_t, DoneTrial> finished = done_trials(db, "full");
+  EXPECT_EQ(finished.size(), 6u);
+  for (const auto& [id, trial] : after_fault) EXPECT_EQ(finished.at(id), trial) << "trial " << id << " was redone";
+  expect_nothing_lost(results_dir_, "full");
+}
+
+TEST_F(FaultTest, AStoreThatCannotBeWrittenIsRefusedNamedAndLeftAsItWas) {
+  const bool root = ::geteuid() == 0;
+  std::unique_ptr<SmallDisk> disk;
+  if (root) {
+    // Root writes through file modes: only a read-only mount stops it.
+    disk = std::make_unique<SmallDisk>(results_dir_, 32u << 20);
+    if (!disk->mounted()) GTEST_SKIP() << "running as root without the right to mount (" << disk->error() << ")";
+  }
+  const fs::path spec = write_file("ro.toml", tiny_experiment("ro", results_dir_, "arch = \"small-cnn\"",
+                                                              R"toml([[pipeline]]
+stage = "finetune"
+epochs = 1
+lr = [0.001, 0.01]
+)toml"));
+  const fs::path db = results_dir_ / "edgesweep.db";
+  const ProcessResult first = edgesweep({"run", spec.string()});
+  ASSERT_EQ(first.exit_code, 0) << describe(first);
+  const std::map<int64_t, DoneTrial> before = done_trials(db, "ro");
+  ASSERT_EQ(before.size(), 3u);
+  if (root) {
+    ASSERT_TRUE(disk->set_read_only(true)) << std::strerror(errno);
+  } else {
+    fs::permissions(db, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  }
+  const ProcessResult refused = edgesweep({"run", "--resume", spec.string()});
+  ASSERT_FALSE(refused.timed_out) << describe(refused);
+  EXPECT_EQ(refused.exit_code, 2) << describe(refused);  // bad input: the store given cannot be written
+  EXPECT_TRUE(contains(refused.err, results_dir_.string())) << describe(refused);
+  EXPECT_TRUE(contains(refused.err, "read-only")) << describe(refused);
+  // Readers still work on it.
+  const ProcessResult status = edgesweep({"status", db.string()});
+  EXPECT_EQ(status.exit_code, 0) << describe(status);
+  if (root) {
+    ASSERT_TRUE(disk->set_read_only(false)) << std::strerror(errno);
+  } else {
+    fs::permissions(db, fs::perms::owner_read | fs::perms::owner_write);
+  }
+  EXPECT_EQ(done_trials(db, "ro"), before);
+  expect_nothing_lost(results_dir_, "ro");
+  const ProcessResult resumed = edgesweep({"run", "--resume", spec.string()});
+  ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
+  EXPECT_EQ(done_trials(db, "ro"), before);
+}
+
+}  // namespace
+}  // namespace edgesweep::apps_test
