@@ -336,7 +336,14 @@ TEST_F(AgentTest, StoppingAnswersPendingBenchmarksAtOnce) {
     c.send_frame(FrameType::Control,
                  Json{{"type", "benchmark"}, {"id", id}, {"sha256", sha}, {"request", {{"sleep_ms", 60000}}}}.dump());
   }
-  while (bench_.running.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // All three are in the agent's hands (one running, two waiting) before it is stopped: asked on another connection.
+  AgentClient watcher = client();
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((bench_.running.load() == 0 || watcher.ping().at("queued").get<int>() < 3) &&
+         std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(watcher.ping().at("queued"), 3);
   const auto asked = std::chrono::steady_clock::now();
   agent_->stop();
   int dropped = 0, stopped = 0;
