@@ -24,6 +24,7 @@
 #include <torch/script.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/process.h"
 #include "edgesweep/device_agents/client.h"
 #include "edgesweep/workers/measure_latency.h"
 
@@ -50,34 +51,28 @@ int free_port() {
   return ntohs(address.sin_port);
 }
 
-/// The agent process, stopped (SIGTERM, then SIGKILL) when this goes out of scope.
+/// The agent process, stopped (SIGTERM, then SIGKILL after 10 s) when this goes out of scope.
 class AgentProcess {
  public:
-  AgentProcess(const fs::path& binary, const std::string& address, const fs::path& data, int64_t threads) {
-    const std::string thread_text = std::to_string(threads);
-    pid_ = fork();
-    check(pid_ >= 0, "cannot fork the agent");
-    if (pid_ == 0) {
-      execl(binary.c_str(), binary.c_str(), "agent", "--listen", address.c_str(), "--data", data.c_str(), "--threads",
-            thread_text.c_str(), "--profile", "bench", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-  }
+  AgentProcess(const fs::path& binary, const std::string& address, const fs::path& data, int64_t threads)
+      : process_(options(binary, address, data, threads)) {}
   ~AgentProcess() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    for (int i = 0; i < 100; ++i) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
+    process_.kill_group(SIGTERM);
+    process_.wait_for(std::chrono::seconds(10));  // else the destructor of process_ kills it
   }
   AgentProcess(const AgentProcess&) = delete;
   AgentProcess& operator=(const AgentProcess&) = delete;
 
  private:
-  pid_t pid_ = -1;
+  static ProcessOptions options(const fs::path& binary, const std::string& address, const fs::path& data,
+                                int64_t threads) {
+    ProcessOptions o;
+    o.argv = {binary.string(), "agent", "--listen", address, "--data", data.string(), "--threads",
+              std::to_string(threads), "--profile", "bench"};
+    o.keep_output = true;
+    return o;
+  }
+  Process process_;
 };
 
 /// Connects to the agent at `address`, retrying while it starts (it probes its runtime first).

@@ -1,5 +1,5 @@
-// The isolated benchmark runner: fork, apply the profile in the child (process group, CPU affinity, thread count),
-// exec `edgesweep agent-bench`, enforce the timeout and the memory cap from the parent, and read the child's JSON,
+// The isolated benchmark runner: start `edgesweep agent-bench` under the profile (process group, CPU affinity, thread
+// count) through the process helper of common/process.h, enforce the timeout and the memory cap from the parent, and read the child's JSON,
 // its exit status and its peak RSS (wait4).
 //
 // The memory cap is on resident memory (RSS), what a board's RAM limits, and is enforced by the parent: it reads the
@@ -12,14 +12,10 @@
 // worth of allocation over the cap before it is killed, so the host needs that much headroom.
 #include "edgesweep/device_agents/bench_runner.h"
 
-#include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +30,7 @@
 #include <fmt/format.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/process.h"
 #include "edgesweep/device_agents/probes.h"
 
 extern char** environ;
@@ -52,28 +49,6 @@ constexpr int kTegrastatsIntervalMs = 100;
 
 /// Job folders are named edgesweep-bench-<agent pid>-XXXXXX, so an agent can tell the folders of dead ones.
 constexpr const char* kJobFolderPrefix = "edgesweep-bench-";
-
-/// A fresh folder for one child's request, result and stderr, removed with its contents at the end.
-class JobFolder {
- public:
-  JobFolder() {
-    std::string pattern =
-        (fs::temp_directory_path() / fmt::format("{}{}-XXXXXX", kJobFolderPrefix, getpid())).string();
-    check(mkdtemp(pattern.data()) != nullptr, "benchmark: cannot create a folder like '{}': {}", pattern,
-          strerror(errno));
-    path_ = pattern;
-  }
-  ~JobFolder() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  JobFolder(const JobFolder&) = delete;
-  JobFolder& operator=(const JobFolder&) = delete;
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
 
 /// How a child ended.
 struct ChildExit {
@@ -112,87 +87,37 @@ double resident_mb(pid_t pid) {
   return -1;
 }
 
-/// Writes `text` to stderr in the forked child before exec (async-signal-safe).
-void child_say(const char* text) {
-  const ssize_t ignored = write(STDERR_FILENO, text, strlen(text));
-  (void)ignored;
-}
-
-/// Forks and execs `args` (args[0] is the executable) under `profile`, waits up to `timeout_seconds` or until
-/// `cancelled` is set.
+/// Starts `args` (args[0] is the executable) under `profile` in a process group of its own that dies with this
+/// thread, and waits up to `timeout_seconds`, until `cancelled` is set or until its resident memory passes the cap.
 ChildExit run_child(const std::vector<std::string>& args, const AgentProfile& profile, int64_t threads,
                     double timeout_seconds, const fs::path& output_file, const fs::path& stderr_file,
                     const std::atomic<bool>* cancelled) {
-  // Everything the child needs is prepared before fork: after it, only async-signal-safe calls.
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<std::string> environment;
+  ProcessOptions options;
+  options.argv = args;
   for (char** e = environ; *e != nullptr; ++e) {
-    if (strncmp(*e, "OMP_NUM_THREADS=", 16) != 0) environment.emplace_back(*e);
+    if (strncmp(*e, "OMP_NUM_THREADS=", 16) != 0) options.environment.emplace_back(*e);
   }
-  environment.push_back(fmt::format("OMP_NUM_THREADS={}", threads));
-  std::vector<char*> envp;
-  for (const std::string& e : environment) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
-  for (int cpu : profile.cpus) {
-    check_input(cpu >= 0 && cpu < CPU_SETSIZE, "profile '{}': CPU {} is out of range", profile.name, cpu);
-    CPU_SET(cpu, &cpus);
-  }
-  const bool pin = !profile.cpus.empty();
+  options.environment.push_back(fmt::format("OMP_NUM_THREADS={}", threads));
+  // Killed with the agent, even by SIGKILL: the signal comes when the forking thread ends, and the agent's
+  // benchmark thread lives until its child has been reaped.
+  options.parent_death_signal = SIGKILL;
+  options.cpus = profile.cpus;
+  options.output_file = stderr_file;
   const double cap_mb = static_cast<double>(profile.memory_mb);
-  const std::string stderr_path = stderr_file.string();
 
-  const pid_t parent = getpid();
   const auto start = Clock::now();
-  const pid_t pid = fork();
-  check(pid >= 0, "benchmark: fork failed: {}", strerror(errno));
-  if (pid == 0) {
-    setpgid(0, 0);  // its own process group, so the timeout kills whatever it starts too
-    // Killed with the agent, even by SIGKILL: the signal comes when the forking thread ends, and the agent's
-    // benchmark thread lives until its child has been reaped. The check after it covers an agent that died first.
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(125);
-    const int err = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    const int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (err < 0 || null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(err, STDOUT_FILENO) < 0 ||
-        dup2(err, STDERR_FILENO) < 0) {
-      _exit(126);
-    }
-    // No descriptor of the agent (sockets, the listener) reaches the child.
-    syscall(SYS_close_range, 3U, ~0U, 0U);
-    if (pin && sched_setaffinity(0, sizeof(cpus), &cpus) != 0) {
-      child_say("benchmark child: sched_setaffinity failed for the profile's CPUs\n");
-      _exit(126);
-    }
-    execve(argv[0], argv.data(), envp.data());
-    child_say("benchmark child: cannot execute ");
-    child_say(argv[0]);
-    child_say("\n");
-    _exit(127);
-  }
-  setpgid(pid, pid);  // also from this side, so the group exists before any kill below
-
+  Process child(options);
   ChildExit exit;
-  int status = 0;
-  struct rusage usage {};
   const auto deadline =
       start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds));
   auto pause = std::chrono::milliseconds(2);
   const auto longest_pause = std::chrono::milliseconds(cap_mb > 0 ? 5 : 50);
-  for (;;) {
-    // Wait without reaping (WNOWAIT): while the ended child is not reaped, its process group id cannot be reused,
-    // so the kill of the group below reaches only what the child left behind.
-    siginfo_t info{};
-    const int waited = waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT);
-    if (waited < 0 && errno != EINTR) throw Error(fmt::format("benchmark: waitid failed: {}", strerror(errno)));
-    if (waited == 0 && info.si_pid == pid) break;
+  while (!child.ended()) {
     if (cancelled != nullptr && cancelled->load()) {
       exit.cancelled = true;
       break;
     }
-    const double resident = cap_mb > 0 ? resident_mb(pid) : -1;
+    const double resident = cap_mb > 0 ? resident_mb(child.pid()) : -1;
     const bool over_cap = resident > cap_mb;
     if (over_cap || Clock::now() >= deadline) {
       exit.timed_out = !over_cap;
@@ -203,17 +128,13 @@ ChildExit run_child(const std::vector<std::string>& args, const AgentProfile& pr
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, longest_pause);
   }
-  kill(-pid, SIGKILL);  // the child when it is over time or memory, and anything it left behind in its group
-  while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
-  }
+  child.kill_group(SIGKILL);  // the child when it is over time or memory, and anything it left behind in its group
+  const ProcessExit ended = child.wait();
   exit.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  exit.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;  // kilobytes on Linux
-  if (WIFSIGNALED(status)) {
-    exit.signaled = true;
-    exit.signal = WTERMSIG(status);
-  } else if (WIFEXITED(status)) {
-    exit.exit_code = WEXITSTATUS(status);
-  }
+  exit.peak_rss_mb = static_cast<double>(ended.usage.ru_maxrss) / 1024.0;  // kilobytes on Linux
+  exit.signaled = ended.signal != 0;
+  exit.signal = ended.signal;
+  exit.exit_code = ended.exit_code;
   exit.stderr_tail = read_tail(stderr_file, 600);
   if (fs::exists(output_file)) {
     std::ifstream in(output_file);
@@ -309,7 +230,8 @@ BenchOutcome run_request(const fs::path& executable, const Json& request, const 
   if (!(timeout_seconds > 0)) {
     return BenchOutcome{false, fmt::format("benchmark timeout must be positive, got {}", timeout_seconds), {}};
   }
-  JobFolder folder;
+  // Named after this agent's pid, so an agent can tell the folders of dead ones (remove_stale_job_folders).
+  const TemporaryFolder folder(fmt::format("{}{}-", kJobFolderPrefix, getpid()));
   const fs::path request_file = folder / "request.json";
   const fs::path output_file = folder / "result.json";
   {

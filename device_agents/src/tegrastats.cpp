@@ -2,8 +2,6 @@
 // measurement window, and a sampler running tegrastats beside a benchmark.
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/process.h"
 #include "edgesweep/device_agents/probes.h"
 
 namespace edgesweep {
@@ -194,30 +193,20 @@ std::filesystem::path tegrastats_program() {
 
 TegrastatsSampler::TegrastatsSampler(const std::filesystem::path& program, int interval_ms) {
   if (program.empty()) return;
-  const std::string path = program.string();
-  const std::string interval = std::to_string(interval_ms);
   int pipe_fds[2];
   check(pipe2(pipe_fds, O_CLOEXEC) == 0, "tegrastats: pipe failed: {}", strerror(errno));
-  const pid_t pid = fork();
-  if (pid < 0) {
+  ProcessOptions options;
+  options.argv = {program.string(), "--interval", std::to_string(interval_ms)};
+  options.output_fd = pipe_fds[1];
+  options.error_file = "/dev/null";
+  try {
+    process_ = std::make_unique<Process>(options);
+  } catch (...) {
     close(pipe_fds[0]);
     close(pipe_fds[1]);
-    throw Error(fmt::format("tegrastats: fork failed: {}", strerror(errno)));
+    throw;
   }
-  if (pid == 0) {
-    setpgid(0, 0);
-    const int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(pipe_fds[1], STDOUT_FILENO) < 0 ||
-        dup2(null, STDERR_FILENO) < 0) {
-      _exit(126);
-    }
-    syscall(SYS_close_range, 3U, ~0U, 0U);
-    execl(path.c_str(), path.c_str(), "--interval", interval.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  setpgid(pid, pid);
   close(pipe_fds[1]);
-  pid_ = pid;
   fd_ = pipe_fds[0];
   reader_ = std::thread([this] { read_lines(); });
 }
@@ -249,14 +238,10 @@ void TegrastatsSampler::read_lines() {
 }
 
 std::vector<TegrastatsSample> TegrastatsSampler::stop() {
-  if (pid_ > 0) {
-    kill(-pid_, SIGTERM);
-    kill(pid_, SIGTERM);
-    int status = 0;
-    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    kill(-pid_, SIGKILL);  // whatever of its group ignored the request
-    pid_ = -1;
+  if (process_) {
+    process_->kill_group(SIGTERM);
+    process_->wait();  // and whatever of its group ignored the request is killed
+    process_.reset();
   }
   if (reader_.joinable()) reader_.join();
   if (fd_ >= 0) {

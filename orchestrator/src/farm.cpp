@@ -2,10 +2,7 @@
 // heartbeats), results handed back to rank 0 through a small locked queue, and the loopback agents it spawns.
 #include "edgesweep/orchestrator/farm.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +22,7 @@
 #include <spdlog/spdlog.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/process.h"
 #include "edgesweep/common/trial_config.h"
 #include "edgesweep/device_agents/auth.h"
 #include "edgesweep/device_agents/client.h"
@@ -80,7 +78,8 @@ struct Device {
   std::string token;
   std::deque<Assignment> queue;  ///< guarded by State::mutex
   size_t in_hand = 0;            ///< jobs queued or being run (guarded by State::mutex)
-  pid_t spawned = -1;            ///< the agent this farm started, -1 when none
+  std::unique_ptr<Process> spawned;  ///< the agent this farm started, null when none or once stopped
+  bool was_spawned = false;          ///< set before the device's thread starts; read by it
   fs::path spawn_log;
   std::string status = "unknown";  ///< as rank 0 last recorded it
   std::thread thread;
@@ -423,7 +422,7 @@ void Farm::stop() {
   s.wake.notify_all();
   // A spawned agent stops first, so a thread waiting for its benchmark sees the connection close.
   for (auto& device : s.devices) {
-    if (device->spawned > 0) s.stop_agent(*device);
+    if (device->spawned) s.stop_agent(*device);
   }
   for (auto& device : s.devices) {
     if (device->thread.joinable()) device->thread.join();
@@ -471,60 +470,35 @@ void Farm::State::spawn_agent(Device& device) {
   if (device.spec.memory_mb > 0) args.insert(args.end(), {"--memory-mb", std::to_string(device.spec.memory_mb)});
   if (!device.spec.cpus.empty()) args.insert(args.end(), {"--cpus", device.spec.cpus});
   if (!device.spec.engine.empty()) args.insert(args.end(), {"--engine", device.spec.engine});
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  ProcessOptions process;
+  process.argv = args;
   // The agent is not part of this MPI job: it gets the environment without the launcher's variables.
-  std::vector<char*> env;
   for (char** entry = environ; *entry != nullptr; ++entry) {
     const std::string_view text(*entry);
     bool launcher = false;
     for (const char* prefix : {"OMPI_", "PMIX_", "OPAL_", "PRTE_"}) launcher = launcher || text.rfind(prefix, 0) == 0;
-    if (!launcher) env.push_back(*entry);
+    if (!launcher) process.environment.emplace_back(text);
   }
-  env.push_back(nullptr);
-
-  const int log = ::open(device.spawn_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  check(log >= 0, "device '{}': cannot open the agent log '{}': {}", device.spec.name, device.spawn_log.string(),
-        std::strerror(errno));
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    // Only async-signal-safe calls until exec. The agent gets SIGTERM if this process dies without stopping it.
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(127);
-    ::setpgid(0, 0);
-    ::dup2(log, STDOUT_FILENO);
-    ::dup2(log, STDERR_FILENO);
-    const int null_in = ::open("/dev/null", O_RDONLY);
-    if (null_in >= 0) ::dup2(null_in, STDIN_FILENO);
-    ::execve(argv[0], argv.data(), env.data());
-    ::_exit(127);
+  process.parent_death_signal = SIGTERM;  // if this process dies without stopping it
+  process.output_file = device.spawn_log;
+  process.append_output = true;
+  try {
+    device.spawned = std::make_unique<Process>(process);
+    device.was_spawned = true;
+  } catch (const Error& e) {
+    throw Error(fmt::format("device '{}': cannot start an agent: {}", device.spec.name, e.what()));
   }
-  ::close(log);
-  check(pid > 0, "device '{}': cannot start an agent: fork failed: {}", device.spec.name, std::strerror(errno));
-  device.spawned = pid;
-  spdlog::info("device '{}': started a loopback agent (pid {}) at {}; log '{}'", device.spec.name, pid,
-               device.spec.address, device.spawn_log.string());
+  spdlog::info("device '{}': started a loopback agent (pid {}) at {}; log '{}'", device.spec.name,
+               device.spawned->pid(), device.spec.address, device.spawn_log.string());
 }
 
 void Farm::State::stop_agent(Device& device) {
-  const pid_t pid = device.spawned;
-  device.spawned = -1;
-  if (::kill(pid, SIGTERM) != 0) {
-    ::waitpid(pid, nullptr, WNOHANG);
-    return;
-  }
-  const auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (Clock::now() < deadline) {
-    const pid_t done = ::waitpid(pid, nullptr, WNOHANG);
-    if (done == pid || done < 0) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  std::unique_ptr<Process> agent = std::move(device.spawned);
+  agent->kill_group(SIGTERM);
+  if (agent->wait_for(std::chrono::seconds(10))) return;
   spdlog::warn("device '{}': the agent (pid {}) did not stop within 10 s of SIGTERM; killing it", device.spec.name,
-               pid);
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
+               agent->pid());
+  // Its destructor kills the group with SIGKILL and reaps it.
 }
 
 void Farm::State::run_device(size_t index) {
@@ -566,7 +540,7 @@ void Farm::State::run_device(size_t index) {
   };
 
   // A spawned agent needs a moment to start: wait for it before the first job.
-  if (device.spawned > 0) {
+  if (device.was_spawned) {
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(options.spawn_wait_seconds));
     while (!client && Clock::now() < deadline) {

@@ -1,11 +1,7 @@
 // gnuplot as an SVG renderer for the report: script generation, a bounded child process, SVG clean-up.
 #include "gnuplot.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -15,12 +11,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
-#include <thread>
 
 #include <fmt/format.h>
 
-extern char** environ;
+#include "edgesweep/common/process.h"
 
 namespace edgesweep {
 namespace {
@@ -74,67 +70,17 @@ void remove_spans(std::string& text, const std::string& open, const std::string&
   }
 }
 
-/// A temporary folder that removes itself.
-struct TemporaryFolder {
-  fs::path path;
-  TemporaryFolder() {
-    std::string pattern = (fs::temp_directory_path() / "edgesweep-plot-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      throw std::runtime_error(fmt::format("cannot create a temporary folder from '{}': {}", pattern,
-                                           std::strerror(errno)));
-    }
-    path = pattern;
-  }
-  ~TemporaryFolder() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  TemporaryFolder(const TemporaryFolder&) = delete;
-  TemporaryFolder& operator=(const TemporaryFolder&) = delete;
-};
-
 /// Runs `program script` with output to `log`; the exit code, or -1 with `timed_out` set when it was killed.
 int run_bounded(const std::string& program, const fs::path& script, const fs::path& log,
                 std::chrono::seconds timeout, bool& timed_out) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
-  posix_spawnattr_setpgroup(&attributes, 0);  // its own group, so a timeout also ends anything it started
-  std::vector<std::string> args = {program, script.string()};
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  const int spawned = posix_spawn(&pid, program.c_str(), &actions, &attributes, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attributes);
-  if (spawned != 0) throw std::runtime_error(fmt::format("cannot start '{}': {}", program, std::strerror(spawned)));
-
-  // Wait for the end without reaping (WNOWAIT), so the group id stays ours until the group is killed below.
-  timed_out = false;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    siginfo_t info{};
-    const int waited = waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT);
-    if (waited == 0 && info.si_pid == pid) break;
-    if (waited < 0 && errno != EINTR) break;  // cannot happen for our own child; reaped below either way
-    if (std::chrono::steady_clock::now() > deadline) {
-      timed_out = true;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  kill(-pid, SIGKILL);  // on a timeout the whole group; else whatever the group left behind
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  ProcessOptions options;
+  options.argv = {program, script.string()};
+  options.output_file = log;  // its own group, so a timeout also ends anything it started
+  Process gnuplot(options);
+  const std::optional<ProcessExit> exit = gnuplot.wait_for(timeout);
+  timed_out = !exit.has_value();  // then the group is killed and reaped as `gnuplot` goes out of scope
   if (timed_out) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return exit->status();
 }
 
 }  // namespace
@@ -206,12 +152,12 @@ PlotOutcome render_plots(const std::vector<PlotSpec>& plots, const std::string& 
   PlotOutcome outcome;
   if (plots.empty()) return outcome;
   try {
-    TemporaryFolder folder;
-    const fs::path script = folder.path / "plots.gp";
-    const fs::path log = folder.path / "gnuplot.log";
+    const TemporaryFolder folder("edgesweep-plot-");
+    const fs::path script = folder / "plots.gp";
+    const fs::path log = folder / "gnuplot.log";
     {
       std::ofstream out(script);
-      out << gnuplot_script(plots, folder.path.string());
+      out << gnuplot_script(plots, folder.path().string());
       if (!out) throw std::runtime_error(fmt::format("cannot write '{}'", script.string()));
     }
     bool timed_out = false;
@@ -227,7 +173,7 @@ PlotOutcome render_plots(const std::vector<PlotSpec>& plots, const std::string& 
       return outcome;
     }
     for (size_t p = 0; p < plots.size(); ++p) {
-      const fs::path file = folder.path / fmt::format("plot{}.svg", p);
+      const fs::path file = folder / fmt::format("plot{}.svg", p);
       std::string svg = read_text(file);
       if (svg.find("<svg") == std::string::npos) {
         outcome.error = fmt::format("'{}' wrote no SVG for plot {}: {}", gnuplot, p, messages);

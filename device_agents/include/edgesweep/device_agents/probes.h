@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "edgesweep/common/json.h"
+#include "edgesweep/common/process.h"
 
 namespace edgesweep {
 
@@ -99,7 +101,7 @@ class TegrastatsSampler {
 
  private:
   void read_lines();
-  int pid_ = -1;
+  std::unique_ptr<Process> process_;
   int fd_ = -1;
   std::thread reader_;
   std::mutex mutex_;
