@@ -2,6 +2,8 @@
 #include "edgesweep/common/file_io.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,14 +15,15 @@
 namespace edgesweep {
 
 void write_file_atomically(const std::filesystem::path& path, std::string_view bytes) {
-  const std::filesystem::path partial = path.string() + ".partial";
+  // A name of its own beside the target (mkstemp: created exclusively, never through a link), so two writers of the
+  // same file never write into each other's temporary file.
+  std::string partial = path.string() + ".partial-XXXXXX";
+  const int fd = ::mkostemp(partial.data(), O_CLOEXEC);
   const auto fail = [&](const char* step, int error) {
-    std::error_code ignored;
-    std::filesystem::remove(partial, ignored);
+    if (fd >= 0) ::unlink(partial.c_str());
     throw Error(fmt::format("cannot write '{}': {} failed: {}", path.string(), step, std::strerror(error)));
   };
-  const int fd = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("open", errno);
+  if (fd < 0) fail("creating a temporary file", errno);
   size_t written = 0;
   while (written < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
@@ -33,15 +36,20 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view b
     written += static_cast<size_t>(n);
   }
   // Space a file system only finds short of at flush time (delayed allocation) is found here, not after the rename.
-  if (::fsync(fd) != 0) {
+  if (::fchmod(fd, 0644) != 0 || ::fsync(fd) != 0) {
     const int error = errno;
     ::close(fd);
     fail("fsync", error);
   }
   if (::close(fd) != 0) fail("close", errno);
-  std::error_code ec;
-  std::filesystem::rename(partial, path, ec);
-  if (ec) fail("rename", ec.value());
+  if (::rename(partial.c_str(), path.c_str()) != 0) fail("rename", errno);
+  // The rename itself reaches the disk with its folder.
+  const std::filesystem::path folder = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
 }
 
 }  // namespace edgesweep

@@ -29,13 +29,16 @@ void child_say(const char* text) {
   (void)ignored;
 }
 
-[[noreturn]] void child_fail(const char* step, const char* what) {
+/// Says why the child cannot go on and ends it with 127. `error` is the errno saved right after the failing call;
+/// strerrordesc_np reads a fixed table (no locale, no lock), unlike strerror.
+[[noreturn]] void child_fail(const char* step, const char* what, int error) {
   child_say("cannot start ");
   child_say(what);
   child_say(": ");
   child_say(step);
   child_say(" failed: ");
-  child_say(strerror(errno));  // not async-signal-safe in theory; glibc's reads a static table
+  const char* description = strerrordesc_np(error);
+  child_say(description != nullptr ? description : "unknown error");
   child_say("\n");
   _exit(127);
 }
@@ -49,10 +52,10 @@ Process::Process(const ProcessOptions& options) : own_group_(options.own_group) 
   for (const std::string& arg : options.argv) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
   std::vector<char*> envp;
-  if (options.environment.empty()) {
+  if (!options.environment) {
     for (char** entry = environ; *entry != nullptr; ++entry) envp.push_back(*entry);
   } else {
-    for (const std::string& entry : options.environment) envp.push_back(const_cast<char*>(entry.c_str()));
+    for (const std::string& entry : *options.environment) envp.push_back(const_cast<char*>(entry.c_str()));
   }
   envp.push_back(nullptr);
   cpu_set_t cpus;
@@ -79,7 +82,7 @@ Process::Process(const ProcessOptions& options) : own_group_(options.own_group) 
     // The signal comes when the forking thread ends; the check covers a parent that was gone before it was set.
     if (death_signal != 0 && (prctl(PR_SET_PDEATHSIG, death_signal) != 0 || getppid() != parent)) _exit(125);
     const int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null < 0 || dup2(null, STDIN_FILENO) < 0) child_fail("opening /dev/null", program);
+    if (null < 0 || dup2(null, STDIN_FILENO) < 0) child_fail("opening /dev/null", program, errno);
     int out = null;
     if (keep_output) {
       out = STDOUT_FILENO;
@@ -87,19 +90,23 @@ Process::Process(const ProcessOptions& options) : own_group_(options.own_group) 
       out = output_fd;
     } else if (!output.empty()) {
       out = open(output.c_str(), output_flags, 0600);
-      if (out < 0) child_fail("opening its output file", program);
+      if (out < 0) child_fail("opening its output file", program, errno);
     }
     int err = keep_output ? STDERR_FILENO : out;
     if (!error.empty()) {
       err = open(error.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      if (err < 0) child_fail("opening its error file", program);
+      if (err < 0) child_fail("opening its error file", program, errno);
     }
-    if (dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0) child_fail("redirecting output", program);
+    if (dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0) {
+      child_fail("redirecting output", program, errno);
+    }
     // No descriptor of this process (sockets, listeners, the store) reaches the child.
     syscall(SYS_close_range, 3U, ~0U, 0U);
-    if (pin && sched_setaffinity(0, sizeof(cpus), &cpus) != 0) child_fail("setting the CPU affinity", program);
+    if (pin && sched_setaffinity(0, sizeof(cpus), &cpus) != 0) {
+      child_fail("setting the CPU affinity", program, errno);
+    }
     execve(program, argv.data(), envp.data());
-    child_fail("exec", program);
+    child_fail("exec", program, errno);
   }
   if (own_group) setpgid(pid, pid);  // from this side too, so the group exists before any kill
   pid_ = pid;
@@ -117,10 +124,11 @@ Process::~Process() {
 
 bool Process::ended() const {
   if (pid_ <= 0) return true;
-  siginfo_t info{};
-  const int waited = waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT);
-  if (waited < 0) return errno != EINTR;  // ECHILD: cannot happen for our own unreaped child
-  return info.si_pid == pid_;
+  for (;;) {
+    siginfo_t info{};
+    if (waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0) return info.si_pid == pid_;
+    if (errno != EINTR) throw Error(fmt::format("waiting for process {}: waitid failed: {}", pid_, strerror(errno)));
+  }
 }
 
 void Process::kill_group(int signal) const {
@@ -132,12 +140,22 @@ void Process::kill_group(int signal) const {
 ProcessExit Process::wait() {
   ProcessExit exit;
   if (pid_ <= 0) return exit;
-  int status = 0;
-  while (wait4(pid_, &status, 0, &exit.usage) < 0 && errno == EINTR) {
+  const pid_t pid = pid_;
+  // Its end first, without reaping: the group id is still ours, so killing the group reaches only what the child
+  // left behind; then the reaping.
+  siginfo_t info{};
+  while (waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) != 0) {
+    if (errno != EINTR) {
+      pid_ = -1;
+      throw Error(fmt::format("waiting for process {}: waitid failed: {}", pid, strerror(errno)));
+    }
   }
-  // Whatever the child left behind in its group ends with it.
-  if (own_group_) ::kill(-pid_, SIGKILL);
+  if (own_group_) ::kill(-pid, SIGKILL);
+  int status = 0;
   pid_ = -1;
+  while (wait4(pid, &status, 0, &exit.usage) < 0) {
+    if (errno != EINTR) throw Error(fmt::format("reaping process {}: wait4 failed: {}", pid, strerror(errno)));
+  }
   if (WIFSIGNALED(status)) {
     exit.signal = WTERMSIG(status);
   } else if (WIFEXITED(status)) {

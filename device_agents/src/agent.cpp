@@ -55,13 +55,19 @@ Agent::Agent(AgentOptions options) : options_(std::move(options)), io_(std::make
 
   AgentSettings settings;
   if (!options_.token_file.empty()) settings.token = read_token_file(options_.token_file);
+  if (!settings.token.empty() && settings.token.size() < 32) {
+    // The TLS key is derived from the token, and a handshake recorded on the path lets a short one be guessed.
+    spdlog::warn("the token in '{}' has only {} characters: anyone who records a connection can try to guess it "
+                 "offline; use at least 32 random ones (e.g. `openssl rand -hex 32`)",
+                 options_.token_file.string(), settings.token.size());
+  }
   check_input(!settings.token.empty() || endpoint.address().is_loopback(),
               "refusing to listen on '{}' ({}) without a token: only loopback addresses may run without one; "
               "hint: pass --token-file",
               options_.listen, endpoint.address().to_string());
   if (!settings.token.empty() || !options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
     settings.tls = make_agent_tls_context(settings.token, options_.tls_cert_file, options_.tls_key_file);
-    if (!options_.tls_cert_file.empty()) fingerprint_ = edgesweep::certificate_fingerprint(options_.tls_cert_file);
+    fingerprint_ = settings.tls->certificate_fingerprint();  // of the certificate loaded, not the file read again
   }
   check_input(!options_.data_dir.empty(), "the agent needs a data folder (--data)");
   check_input(options_.limits.max_control_bytes >= 1024, "control frame cap {} is below 1024 bytes",

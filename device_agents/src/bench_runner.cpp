@@ -94,10 +94,11 @@ ChildExit run_child(const std::vector<std::string>& args, const AgentProfile& pr
                     const std::atomic<bool>* cancelled) {
   ProcessOptions options;
   options.argv = args;
+  std::vector<std::string>& environment = options.environment.emplace();
   for (char** e = environ; *e != nullptr; ++e) {
-    if (strncmp(*e, "OMP_NUM_THREADS=", 16) != 0) options.environment.emplace_back(*e);
+    if (strncmp(*e, "OMP_NUM_THREADS=", 16) != 0) environment.emplace_back(*e);
   }
-  options.environment.push_back(fmt::format("OMP_NUM_THREADS={}", threads));
+  environment.push_back(fmt::format("OMP_NUM_THREADS={}", threads));
   // Killed with the agent, even by SIGKILL: the signal comes when the forking thread ends, and the agent's
   // benchmark thread lives until its child has been reaped.
   options.parent_death_signal = SIGKILL;

@@ -226,8 +226,10 @@ void AgentClient::secure() {
   if (ec) {
     const std::string& presented = c.tls_context->presented_fingerprint();
     if (c.tls_context->pins_certificate()) {
-      check(presented.empty(), "agent {}: presented the certificate {}, not the pinned {}; refusing it",
-            options_.address, presented, normalise_fingerprint(options_.tls_fingerprint));
+      const std::string pinned = normalise_fingerprint(options_.tls_fingerprint);
+      check(presented.empty() || presented == pinned,
+            "agent {}: presented the certificate {}, not the pinned {}; refusing it", options_.address, presented,
+            pinned);
     } else {
       check(presented.empty(),
             "agent {}: answered the token's key with a certificate ({}) instead; refusing it", options_.address,

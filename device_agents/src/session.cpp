@@ -2,6 +2,8 @@
 // one at a time, and every failure turned into an error message or a clean close, never into a dead agent.
 #include "edgesweep/device_agents/session.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <fstream>
 
@@ -81,7 +83,10 @@ void Session::start() {
           settings.limits));
       return write_next();
     }
-    // The handshake, TLS included, must end within the authentication time.
+  }
+  if (!authenticated_ || settings.tls) {
+    // The handshake, TLS included, must end within the authentication time (a TLS handshake also on an agent that
+    // has a certificate but no token).
     auth_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(settings.auth_timeout_seconds)));
     auth_timer_.async_wait([self = shared_from_this()](error_code ec) { self->on_auth_timeout(ec); });
@@ -109,6 +114,7 @@ void Session::on_handshake(error_code ec) {
     spdlog::info("connection from {}: TLS handshake failed: {}", peer_, ec.message());
     return close();
   }
+  if (authenticated_) auth_timer_.cancel();  // no token: the handshake was all there was to wait for
   greet();
 }
 
@@ -126,12 +132,13 @@ void Session::greet() {
 }
 
 void Session::on_auth_timeout(error_code ec) {
-  if (ec || authenticated_ || closed_) return;
+  if (ec || closed_) return;
   if (state_->settings().tls && !stream_.secured()) {
     spdlog::debug("connection from {}: no TLS handshake within {} s; closed", peer_,
                   state_->settings().auth_timeout_seconds);
     return close();
   }
+  if (authenticated_) return;
   send_and_close(make_error(nullptr, fmt::format("no authentication within {} s; closing",
                                                  state_->settings().auth_timeout_seconds)));
 }
@@ -265,7 +272,8 @@ void Session::handle_upload_begin(const Json& message) {
   auto upload = std::make_unique<Upload>();
   upload->sha256 = sha256;
   upload->size = bytes;
-  upload->temp = state_->models_dir() / (".upload-" + make_nonce().substr(0, 16) + ".part");
+  // Named after this agent's pid: the next agent on this folder removes what a killed one left, not a live upload.
+  upload->temp = state_->models_dir() / fmt::format(".upload-{}-{}.part", getpid(), make_nonce().substr(0, 16));
   upload->out.open(upload->temp, std::ios::binary | std::ios::trunc);
   check(upload->out.good(), "cannot create '{}' on the agent", upload->temp.string());
   upload_ = std::move(upload);

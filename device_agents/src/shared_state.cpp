@@ -1,7 +1,11 @@
 // The model folder and the benchmark queue of an agent.
 #include "edgesweep/device_agents/shared_state.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 
 #include <spdlog/spdlog.h>
 
@@ -23,14 +27,19 @@ SharedState::SharedState(AgentSettings settings) : settings_(std::move(settings)
   std::filesystem::create_directories(models_dir(), ec);
   check(!ec && std::filesystem::is_directory(models_dir()), "cannot create the model folder '{}': {}",
         models_dir().string(), ec.message());
-  // Uploads cut short by an agent that was killed: never verified, so never usable.
+  // Uploads cut short by an agent that was killed (.upload-<pid>-<nonce>.part of a pid that is gone): never
+  // verified, so never usable. Those of a live agent on the same folder are left alone.
   size_t stale = 0;
   for (const auto& entry : std::filesystem::directory_iterator(models_dir(), ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind(".upload-", 0) == 0 && entry.path().extension() == ".part") {
-      std::error_code ignored;
-      stale += std::filesystem::remove(entry.path(), ignored) ? 1 : 0;
-    }
+    if (name.rfind(".upload-", 0) != 0 || entry.path().extension() != ".part") continue;
+    const std::string pid_text = name.substr(8, name.find('-', 8) - 8);
+    const bool has_pid = !pid_text.empty() && pid_text.find_first_not_of("0123456789") == std::string::npos &&
+                         pid_text.size() < 10;
+    const long owner = has_pid ? std::stol(pid_text) : 0;
+    if (has_pid && (owner == getpid() || ::kill(static_cast<pid_t>(owner), 0) == 0 || errno != ESRCH)) continue;
+    std::error_code ignored;
+    stale += std::filesystem::remove(entry.path(), ignored) ? 1 : 0;
   }
   if (stale > 0) spdlog::info("removed {} unfinished upload(s) left in '{}'", stale, models_dir().string());
   thread_ = std::thread([this] { run_benchmarks(); });

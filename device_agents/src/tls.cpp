@@ -45,23 +45,16 @@ std::string openssl_errors() {
   return text.empty() ? std::string("no detail from OpenSSL") : text;
 }
 
-std::string hex_of(const unsigned char* bytes, size_t size) {
-  static const char* const digits = "0123456789abcdef";
-  std::string hex;
-  for (size_t i = 0; i < size; ++i) {
-    hex.push_back(digits[bytes[i] >> 4]);
-    hex.push_back(digits[bytes[i] & 15]);
-  }
-  return hex;
-}
-
-/// The fingerprint of a certificate; empty when it cannot be hashed. Never throws: called from OpenSSL.
+/// The fingerprint of a certificate: the SHA-256 of its DER form; empty when it cannot be made. Never throws:
+/// called from OpenSSL.
 std::string fingerprint_of(X509* certificate) noexcept {
   try {
-    std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-    unsigned int length = 0;
-    if (X509_digest(certificate, EVP_sha256(), digest.data(), &length) != 1) return {};
-    return "sha256:" + hex_of(digest.data(), length);
+    const int length = i2d_X509(certificate, nullptr);
+    if (length <= 0) return {};
+    std::string der(static_cast<size_t>(length), '\0');
+    auto* out = reinterpret_cast<unsigned char*>(der.data());
+    if (i2d_X509(certificate, &out) != length) return {};
+    return "sha256:" + sha256_hex(der);
   } catch (...) {
     return {};
   }
@@ -150,6 +143,11 @@ class AgentTlsContext : public TlsContext {
 };
 
 }  // namespace
+
+std::string TlsContext::certificate_fingerprint() const {
+  X509* certificate = SSL_CTX_get0_certificate(const_cast<ssl::context&>(context_).native_handle());
+  return certificate == nullptr ? std::string() : fingerprint_of(certificate);
+}
 
 TlsContext::TlsContext(ssl::context::method method) : context_(method) {
   SSL_CTX* native = context_.native_handle();

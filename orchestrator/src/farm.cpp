@@ -473,11 +473,12 @@ void Farm::State::spawn_agent(Device& device) {
   ProcessOptions process;
   process.argv = args;
   // The agent is not part of this MPI job: it gets the environment without the launcher's variables.
+  std::vector<std::string>& environment = process.environment.emplace();
   for (char** entry = environ; *entry != nullptr; ++entry) {
     const std::string_view text(*entry);
     bool launcher = false;
     for (const char* prefix : {"OMPI_", "PMIX_", "OPAL_", "PRTE_"}) launcher = launcher || text.rfind(prefix, 0) == 0;
-    if (!launcher) process.environment.emplace_back(text);
+    if (!launcher) environment.emplace_back(text);
   }
   process.parent_death_signal = SIGTERM;  // if this process dies without stopping it
   process.output_file = device.spawn_log;

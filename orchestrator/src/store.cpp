@@ -132,7 +132,11 @@ void Store::check_writable(const std::filesystem::path& path) {
   // access() answers for this user on this mount: a read-only file system stops root too. The folder matters as
   // well: the journal, the shared-memory index and the lock file are made beside the store.
   std::error_code ec;
-  std::filesystem::path folder = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+  // From the absolute path: a relative one ("results/quickstart/...") whose first folder does not exist yet would
+  // otherwise run out of parents before reaching one that exists.
+  const std::filesystem::path absolute = std::filesystem::absolute(path, ec);
+  std::filesystem::path folder = (ec ? path : absolute).parent_path();
+  if (folder.empty()) folder = ".";
   while (!std::filesystem::exists(folder, ec) && folder.has_parent_path() && folder != folder.parent_path()) {
     folder = folder.parent_path();  // the nearest folder that exists is where a new one would be made
   }

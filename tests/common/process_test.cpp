@@ -1,12 +1,15 @@
 // The process helper with real children (/bin/sh): exit codes and signals, output files and descriptors, the
 // environment, CPU affinity, a program that cannot start, timeouts that end the whole group, the parent-death
 // signal, and temporary folders; and whole-file writes that fail cleanly.
+#include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -67,8 +70,13 @@ TEST(Process, EnvironmentAffinityAndPipes) {
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
   ProcessOptions options = shell("echo \"$ONLY_THIS\"; grep Cpus_allowed_list /proc/self/status");
-  options.environment = {"ONLY_THIS=yes", "PATH=/usr/bin:/bin"};
-  options.cpus = {0};
+  options.environment = std::vector<std::string>{"ONLY_THIS=yes", "PATH=/usr/bin:/bin"};
+  // The first CPU this process may use (a runner pinned elsewhere than CPU 0 has one too).
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof allowed, &allowed), 0);
+  int first = 0;
+  while (first < CPU_SETSIZE && !CPU_ISSET(first, &allowed)) ++first;
+  options.cpus = {first};
   options.output_fd = fds[1];
   Process child(options);
   close(fds[1]);
@@ -79,7 +87,7 @@ TEST(Process, EnvironmentAffinityAndPipes) {
   close(fds[0]);
   EXPECT_EQ(child.wait().status(), 0);
   EXPECT_EQ(text.substr(0, 4), "yes\n") << text;
-  EXPECT_NE(text.find("Cpus_allowed_list:\t0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("Cpus_allowed_list:\t" + std::to_string(first) + "\n"), std::string::npos) << text;
 }
 
 TEST(Process, AProgramThatCannotStartSaysWhy) {
@@ -144,15 +152,32 @@ TEST(WriteFileAtomically, WritesWholeOrNamesTheFileAndLeavesTheOldOne) {
   write_file_atomically(folder / "file", "second");
   EXPECT_EQ(read_text(folder / "file"), "second");
   expect_error<Error>([&] { write_file_atomically(folder / "missing" / "file", "x"); },
-                      {(folder / "missing" / "file").string(), "open failed", "No such file or directory"});
-  if (std::filesystem::exists("/dev/full")) {
-    // A device that is always full stands for a full disk: the write fails, named, and nothing is left beside it.
-    const std::filesystem::path full_link = folder / "full";
-    std::filesystem::create_symlink("/dev/full", full_link.string() + ".partial");
-    expect_error<Error>([&] { write_file_atomically(full_link, std::string(8192, 'x')); },
-                        {full_link.string(), "write failed", "No space left on device"});
-    EXPECT_FALSE(std::filesystem::exists(full_link));
-    EXPECT_FALSE(std::filesystem::exists(full_link.string() + ".partial"));
+                      {(folder / "missing" / "file").string(), "creating a temporary file failed",
+                       "No such file or directory"});
+  {
+    // A file size limit stands for a full disk: the write fails, named, and nothing is left beside the file.
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    struct sigaction before_signal {};
+    ASSERT_EQ(sigaction(SIGXFSZ, &ignore, &before_signal), 0);
+    rlimit before{};
+    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &before), 0);
+    rlimit small = before;
+    small.rlim_cur = 4096;
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+    std::string message;
+    try {
+      write_file_atomically(folder / "big", std::string(8192, 'x'));
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    setrlimit(RLIMIT_FSIZE, &before);
+    sigaction(SIGXFSZ, &before_signal, nullptr);
+    EXPECT_NE(message.find((folder / "big").string()), std::string::npos) << message;
+    EXPECT_NE(message.find("write failed: File too large"), std::string::npos) << message;
+    // Only "file": neither "big" nor a temporary file.
+    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(folder.path()), std::filesystem::directory_iterator{}),
+              1);
   }
   EXPECT_EQ(read_text(folder / "file"), "second");
 }

@@ -40,6 +40,7 @@ class Relay {
     thread_ = std::thread([this, target_port] {
       try {
         acceptor_.accept(client_);
+        accepted_ = true;
         agent_.connect({net::ip::make_address("127.0.0.1"), target_port});
       } catch (const std::exception&) {
         return;
@@ -51,7 +52,12 @@ class Relay {
   }
   ~Relay() {
     boost::system::error_code ignored;
-    acceptor_.close(ignored);
+    if (!accepted_) {
+      // A test that failed before connecting: a connection of our own ends the blocked accept.
+      net::io_context io;
+      tcp::socket poke(io);
+      poke.connect(acceptor_.local_endpoint(), ignored);
+    }
     client_.shutdown(tcp::socket::shutdown_both, ignored);
     agent_.shutdown(tcp::socket::shutdown_both, ignored);
     thread_.join();
@@ -96,6 +102,7 @@ class Relay {
   std::string from_client_;
   std::string from_agent_;
   std::atomic<bool> tamper_{false};
+  std::atomic<bool> accepted_{false};
   std::thread thread_;
 };
 

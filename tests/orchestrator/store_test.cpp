@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "../workers/expect_error.h"
+#include "../workers/temp_folder.h"
 #include "edgesweep/common/error.h"
 
 namespace edgesweep {
@@ -828,6 +829,22 @@ TEST_F(StoreTest, MeasurementsRoundTripPerExperimentWithNullsAsNaN) {
   dangling = full;
   dangling.artifact_id = 4242;
   EXPECT_TRUE(contains(error_message([&] { store.add_measurement(dangling); }), "FOREIGN KEY constraint failed"));
+}
+
+TEST(StoreWritable, ARelativePathWhoseFoldersDoNotExistYetIsCreated) {
+  // The default results folder is relative ("results/<name>") and does not exist before the first run.
+  TempFolder folder("store-relative");
+  const std::filesystem::path before = std::filesystem::current_path();
+  std::filesystem::current_path(folder.path());
+  try {
+    Store::check_writable("results/first/edgesweep.db");
+    Store store = Store::open("results/first/edgesweep.db", Store::Mode::ReadWrite);
+    EXPECT_TRUE(std::filesystem::exists(folder / "results" / "first" / "edgesweep.db"));
+  } catch (...) {
+    std::filesystem::current_path(before);
+    throw;
+  }
+  std::filesystem::current_path(before);
 }
 
 }  // namespace

@@ -18,7 +18,7 @@ namespace edgesweep {
 
 struct ProcessOptions {
   std::vector<std::string> argv;         ///< argv[0] is the program's path
-  std::vector<std::string> environment;  ///< "NAME=value" entries; empty: this process's environment
+  std::optional<std::vector<std::string>> environment;  ///< "NAME=value" entries; none: this process's own
   bool own_group = true;                 ///< a process group of its own, so killing it ends what it started too
   /// Sent to it when the thread that starts it ends (0: none). Armed in the child before exec: a thread that may
   /// end before the child has started cannot count on it.
@@ -46,8 +46,8 @@ struct ProcessExit {
 /// A started child. The destructor kills what is left (its group with SIGKILL) and reaps it.
 class Process {
  public:
-  /// Starts a child; throws Error naming the program when it cannot (a program that cannot be executed exits 127
-  /// with the reason on its standard error).
+  /// Starts a child; throws Error naming the program when it cannot fork. A child that cannot set itself up or exec
+  /// the program exits 127 with the reason on its standard error (or error file).
   explicit Process(const ProcessOptions& options);
   ~Process();
   Process(Process&& other) noexcept;
@@ -56,11 +56,12 @@ class Process {
   Process& operator=(const Process&) = delete;
 
   pid_t pid() const { return pid_; }
-  /// Whether it has ended. It is not reaped, so the group id is not reused before kill_group().
+  /// Whether it has ended. It is not reaped, so the group id is not reused before kill_group(). Throws Error when
+  /// it cannot be waited for.
   bool ended() const;
   /// Sends `signal` to its process group (or to it alone without a group of its own); nothing once reaped.
   void kill_group(int signal) const;
-  /// Waits for it to end and reaps it.
+  /// Waits for it to end, kills what is left of its group, and reaps it. Throws Error when it cannot be waited for.
   ProcessExit wait();
   /// Waits up to `timeout` for it to end by itself and reaps it; nullopt when it is still running.
   std::optional<ProcessExit> wait_for(std::chrono::duration<double> timeout);

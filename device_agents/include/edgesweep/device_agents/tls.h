@@ -47,6 +47,8 @@ class TlsContext {
   boost::asio::ssl::context& context() { return context_; }
   /// The pre-shared key in use (empty: none).
   const std::string& psk() const { return psk_; }
+  /// The fingerprint ("sha256:...") of the certificate this side presents, as loaded; empty without one.
+  std::string certificate_fingerprint() const;
 
  protected:
   explicit TlsContext(boost::asio::ssl::context::method method);
