@@ -3,8 +3,12 @@
 
 namespace edgesweep {
 
+TrialTimeout::TrialTimeout(double limit_seconds) : Error(fmt::format("timeout after {:g} s", limit_seconds)) {}
+
 void rethrow_with_context(const std::string& context) {
   try {
+    throw;
+  } catch (const TrialTimeout&) {
     throw;
   } catch (const InputError& e) {
     throw InputError(context + ": " + e.what());

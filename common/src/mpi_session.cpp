@@ -1,6 +1,7 @@
 // MPI session: the one place that knows whether MPI is compiled in.
 #include "edgesweep/common/mpi_session.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <thread>
 
@@ -39,8 +40,9 @@ bool started_by_launcher() {
 MpiSession::MpiSession(int* argc, char*** argv) {
   if (!started_by_launcher()) return;
   int provided = 0;
-  check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "init");
+  check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided), "init");
   initialised_ = true;
+  threads_allowed_ = provided >= MPI_THREAD_SERIALIZED;
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "comm rank");
   check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &size_), "comm size");
@@ -66,6 +68,7 @@ std::string MpiSession::host() const {
 
 void MpiSession::send(int destination, Tag tag, const std::string& payload) {
   check(initialised_, "cannot send to rank {}: this process was not started by an MPI launcher", destination);
+  const std::lock_guard lock(mutex_);
   check_mpi(MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_CHAR, destination, static_cast<int>(tag),
                      MPI_COMM_WORLD),
             "send");
@@ -77,7 +80,11 @@ std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, st
     return std::nullopt;
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Short sleeps first, doubling up to `poll`: a reply that comes at once (the next task after a result) is taken
+  // within microseconds, while a long wait still costs next to nothing.
+  std::chrono::steady_clock::duration pause = std::chrono::microseconds(20);
   while (true) {
+    std::unique_lock lock(mutex_);
     int flag = 0;
     MPI_Status status;
     check_mpi(MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &status), "probe");
@@ -93,8 +100,11 @@ std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, st
                 "receive");
       return message;
     }
-    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
-    std::this_thread::sleep_for(poll);
+    lock.unlock();
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::min({pause, std::chrono::steady_clock::duration(poll), deadline - now}));
+    pause = std::min(pause * 2, std::chrono::steady_clock::duration(poll));
   }
 }
 

@@ -283,6 +283,14 @@ std::map<std::string, SectionSpec> make_sections() {
                          real("latency_seconds", 0.5, 0.0, 60.0, false,
                               "in-process latency of every artifact: about this long per batch size (1 and 32), a "
                               "quarter warm-up; 0 disables"),
+                         real("trial_timeout_seconds", 0.0, 0.0, 31536000.0, false,
+                              "wall-clock limit of each task (baseline or trial): past it the task stops at its next "
+                              "step and is recorded failed as 'timeout after N s'; 0 = none"),
+                         real("heartbeat_seconds", 10.0, 0.05, 3600.0, false,
+                              "a worker rank reports its progress (stage, epoch, step) to rank 0 this often"),
+                         real("heartbeat_timeout_seconds", 120.0, 1.0, 86400.0, false,
+                              "a worker rank silent this long while it holds a task is reported lost with its task, "
+                              "which fails; the run ends once the other ranks are done"),
                      }};
   sections["objectives"] = {
       "objectives",

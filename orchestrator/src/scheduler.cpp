@@ -1,18 +1,24 @@
-// Rank 0's scheduling loop (task-pull over MPI, or inline when alone) and the worker loop.
+// Rank 0's side of the control plane: the experiment's tasks, handed out task-pull style over MPI (or run inline
+// when rank 0 is alone), the worker ranks watched through their heartbeats, every result recorded in the store.
 #include "edgesweep/orchestrator/scheduler.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
 #include <thread>
+
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/hash.h"
+#include "edgesweep/common/progress.h"
 #include "edgesweep/common/task.h"
 #include "edgesweep/orchestrator/choice_tables.h"
 #include "edgesweep/orchestrator/farm.h"
@@ -80,6 +86,7 @@ class Scheduler {
         if (requeued > 0) spdlog::info("resume: {} trial(s) that were running are queued again", requeued);
       }
     });
+    store_.clear_workers(experiment_id_);  // this run's ranks replace the last run's
     for (const TrialRow& row : store_.trials(experiment_id_)) rows_[row.id] = row;
     if (existing) verify_done_artifacts();
     remove_unrecorded_archives();
@@ -92,6 +99,7 @@ class Scheduler {
     }
     attempts_at_start_.clear();
     for (const auto& [id, row] : rows_) attempts_at_start_[id] = row.attempts;
+    recount();
     const int64_t done = count(TrialStatus::Done);
     if (done > 0) spdlog::info("resume: {} of {} tasks are done and skipped", done, rows_.size());
     start_ = Clock::now();
@@ -122,18 +130,18 @@ class Scheduler {
   /// Of the tasks that can start, trials whose earlier stages another worker is computing now wait for it (the worker
   /// that finishes them reuses them) while others can go first.
   std::optional<Task> next_task(int worker, int64_t workers) {
+    // The pending tasks in id order, up to the first one pick_next_task would take without looking further (no
+    // shared stages, or none running): a dispatch costs a few steps, not a pass over every task.
     std::vector<int64_t> ready;
     std::vector<std::string> keys;
-    std::multiset<std::string> running;
-    for (const auto& [id, row] : rows_) {
-      if (row.status == TrialStatus::Running) running.insert(shared_key(id));
-      if (row.status != TrialStatus::Pending) continue;
-      if (row.kind != "baseline" && rows_.at(baseline_of(id)).status != TrialStatus::Done) continue;
+    for (const int64_t id : pending_) {
+      if (rows_.at(id).kind != "baseline" && rows_.at(baseline_of(id)).status != TrialStatus::Done) continue;
       ready.push_back(id);
       keys.push_back(shared_key(id));
+      if (keys.back().empty() || running_keys_.count(keys.back()) == 0) break;
     }
     if (ready.empty()) return std::nullopt;
-    const int64_t id = ready[pick_next_task(keys, running)];
+    const int64_t id = ready[pick_next_task(keys, running_keys_)];
     TrialRow& row = rows_.at(id);
     Task task;
     task.kind = row.kind;
@@ -142,9 +150,12 @@ class Scheduler {
     task.cache_dir = baseline_cache_dir(spec_).string();
     task.eval_batch_size = spec_.run.eval_batch_size;
     task.latency_seconds = spec_.run.latency_seconds;
+    task.timeout_seconds = spec_.run.trial_timeout_seconds;
+    task.heartbeat_seconds = spec_.run.heartbeat_seconds;
     // Cores are shared by the tasks that will run side by side: the running ones and those about to start.
     const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
-    const int64_t side_by_side = std::max<int64_t>(1, std::min(workers, count(TrialStatus::Running) + runnable()));
+    const int64_t side_by_side =
+        std::max<int64_t>(1, std::min(workers, count(TrialStatus::Running) + runnable(workers)));
     task.threads = spec_.run.threads > 0 ? spec_.run.threads : std::max<int64_t>(1, cores / side_by_side);
     from_json(row.config, task.config);
     if (row.kind != "baseline") {
@@ -154,7 +165,7 @@ class Scheduler {
       task.baseline_sha256 = artifacts.back().sha256;
     }
     store_.mark_running(id, worker);
-    row.status = TrialStatus::Running;
+    set_status(id, TrialStatus::Running);
     row.worker = worker;
     ++row.attempts;
     return task;
@@ -180,15 +191,15 @@ class Scheduler {
           recorded.push_back(std::move(artifact));
         }
         store_.mark_done(row.id);
-        row.status = TrialStatus::Done;
+        set_status(row.id, TrialStatus::Done);
       } else if (row.attempts - attempts_at_start_[row.id] < spec_.run.max_attempts) {
         spdlog::warn("{} {} failed (attempt {}), queued again: {}", row.kind, row.id, row.attempts, result.error);
         store_.mark_failed(row.id, result.error);
         store_.mark_pending(row.id);
-        row.status = TrialStatus::Pending;
+        set_status(row.id, TrialStatus::Pending);
       } else {
         store_.mark_failed(row.id, result.error);
-        row.status = TrialStatus::Failed;
+        set_status(row.id, TrialStatus::Failed);
         spdlog::warn("{} {} failed: {}", row.kind, row.id, result.error);
         if (row.kind == "baseline") fail_dependents(row.id, result.error);
       }
@@ -209,9 +220,13 @@ class Scheduler {
   bool finished() const { return count(TrialStatus::Pending) == 0 && count(TrialStatus::Running) == 0; }
   bool any_running() const { return count(TrialStatus::Running) > 0; }
   int64_t experiment_id() const { return experiment_id_; }
+  Store& store() { return store_; }
+  const std::string& kind_of(int64_t trial_id) const { return rows_.at(trial_id).kind; }
 
+  /// Ends the run: the experiment is done when every task is, failed otherwise (failures, or tasks left when the
+  /// run lost its ranks); returns the exit code.
   int finish() {
-    const bool failures = count(TrialStatus::Failed) > 0;
+    const bool failures = count(TrialStatus::Failed) > 0 || !finished();
     store_.set_experiment_status(experiment_id_, failures ? "failed" : "done");
     if (!failures) remove_kept_stages();
     return failures ? 1 : 0;
@@ -256,27 +271,49 @@ class Scheduler {
     return it->second;
   }
 
-  /// Pending tasks whose baseline (if any) is done: what could start now.
-  int64_t runnable() const {
+  /// Pending tasks whose baseline (if any) is done: what could start now, counted up to `limit`.
+  int64_t runnable(int64_t limit) const {
     int64_t n = 0;
-    for (const auto& [id, row] : rows_) {
-      if (row.status != TrialStatus::Pending) continue;
+    for (const int64_t id : pending_) {
+      if (n >= limit) break;
+      const TrialRow& row = rows_.at(id);
       if (row.kind == "baseline" || rows_.at(baseline_of(id)).status == TrialStatus::Done) ++n;
     }
     return n;
   }
 
-  int64_t count(TrialStatus status) const {
-    int64_t n = 0;
-    for (const auto& [id, row] : rows_) n += row.status == status ? 1 : 0;
-    return n;
+  int64_t count(TrialStatus status) const { return counts_[static_cast<size_t>(status)]; }
+
+  /// Moves a task to `status`, keeping the counts, the pending set and the running tasks' shared-stages keys.
+  void set_status(int64_t id, TrialStatus status) {
+    TrialRow& row = rows_.at(id);
+    leave(id, row.status);
+    row.status = status;
+    enter(id, status);
+  }
+  void enter(int64_t id, TrialStatus status) {
+    ++counts_[static_cast<size_t>(status)];
+    if (status == TrialStatus::Pending) pending_.insert(id);
+    if (status == TrialStatus::Running) running_keys_.insert(shared_key(id));
+  }
+  void leave(int64_t id, TrialStatus status) {
+    --counts_[static_cast<size_t>(status)];
+    if (status == TrialStatus::Pending) pending_.erase(id);
+    if (status == TrialStatus::Running) running_keys_.erase(running_keys_.find(shared_key(id)));
+  }
+  /// The counts, the pending set and the running keys from the rows (after prepare() set them directly).
+  void recount() {
+    counts_.fill(0);
+    pending_.clear();
+    running_keys_.clear();
+    for (const auto& [id, row] : rows_) enter(id, row.status);
   }
 
   void fail_dependents(int64_t baseline_id, const std::string& error) {
     for (auto& [id, row] : rows_) {
       if (row.kind == "trial" && row.status == TrialStatus::Pending && baseline_of(id) == baseline_id) {
         store_.mark_failed(id, "its baseline (task " + std::to_string(baseline_id) + ") failed: " + error);
-        row.status = TrialStatus::Failed;
+        set_status(id, TrialStatus::Failed);
       }
     }
   }
@@ -335,6 +372,9 @@ class Scheduler {
   std::map<int64_t, int64_t> baseline_of_;
   std::map<int64_t, int64_t> attempts_at_start_;
   std::map<int64_t, std::string> shared_keys_;
+  std::array<int64_t, 4> counts_{};          // tasks per status (TrialStatus order)
+  std::set<int64_t> pending_;                // pending tasks, in id order
+  std::multiset<std::string> running_keys_;  // shared-stages keys of the running tasks
   int64_t finished_this_run_ = 0;
   Clock::time_point start_;
   Farm* farm_ = nullptr;
@@ -345,26 +385,225 @@ void poll_farm(Farm& farm, const Scheduler& scheduler, const ExperimentSpec& spe
   farm.poll(spec.measure.during_training || scheduler.finished());
 }
 
-void run_inline(Scheduler& scheduler, Farm& farm, const ExperimentSpec& spec) {
-  poll_farm(farm, scheduler, spec);
-  while (auto task = scheduler.next_task(0, 1)) {
-    scheduler.record(run_task(*task));
-    poll_farm(farm, scheduler, spec);
-  }
+/// This machine's host name.
+std::string host_name() {
+  char name[256] = {0};
+  gethostname(name, sizeof name - 1);
+  return name;
 }
 
-void run_over_mpi(Scheduler& scheduler, MpiSession& session, Farm& farm, const ExperimentSpec& spec) {
-  std::set<int> idle;                       // workers waiting for work
-  std::map<int, int64_t> running;           // worker -> task
-  int active = session.size() - 1;          // workers not yet released
+/// Unix time in seconds, for the worker rows of the store.
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void run_inline(Scheduler& scheduler, Farm& farm, const ExperimentSpec& spec, const TaskRunner& runner) {
+  // Rank 0 is its own worker: its row in the store follows the task's progress from the training loop.
+  WorkerRow self{scheduler.experiment_id(), 0, host_name(), static_cast<int64_t>(getpid()), "idle", 0,
+                 Json::object(), unix_now()};
+  const auto save = [&] {
+    try {
+      scheduler.store().record_workers({self});
+    } catch (const std::exception& e) {
+      spdlog::warn("cannot record the progress of task {}: {}", self.trial_id, e.what());
+    }
+  };
+  task_progress::set_listener(
+      [&](const TaskProgress& progress) {
+        self.progress = Json(progress);
+        self.heard = unix_now();
+        save();
+      },
+      spec.run.heartbeat_seconds);
+  struct ListenerGuard {
+    ~ListenerGuard() { task_progress::set_listener({}, 0); }
+  } listener_guard;
+  poll_farm(farm, scheduler, spec);
+  while (auto task = scheduler.next_task(0, 1)) {
+    self.state = "busy";
+    self.trial_id = task->trial_id;
+    const TaskResult result = runner ? runner(*task) : run_task(*task);
+    self.state = "idle";
+    self.trial_id = 0;
+    self.progress = Json::object();
+    self.heard = unix_now();
+    save();
+    scheduler.record(result);
+    poll_farm(farm, scheduler, spec);
+  }
+  self.state = "released";
+  self.trial_id = 0;
+  save();
+}
+
+/// Rank 0's record of the worker ranks: what each holds, when it was last heard from, and the rows `status` shows
+/// (written to the store at most once a second, and at once when a rank is lost or released).
+class WorkerBook {
+ public:
+  WorkerBook(Store& store, int64_t experiment_id, int workers) : store_(store) {
+    const double now = unix_now();
+    for (int rank = 1; rank <= workers; ++rank) {
+      rows_[rank] = WorkerRow{experiment_id, rank, "", 0, "idle", 0, Json::object(), now};
+    }
+  }
+
+  WorkerRow& operator[](int rank) { return rows_.at(rank); }
+  bool known(int rank) const { return rows_.count(rank) > 0; }
+
+  /// "rank 2 (pid 123 on node1)", as far as it is known.
+  std::string name(int rank) const {
+    const WorkerRow& row = rows_.at(rank);
+    if (row.pid > 0) return fmt::format("rank {} (pid {} on {})", rank, row.pid, row.host);
+    return fmt::format("rank {}", rank);
+  }
+
+  void touch(int rank) {
+    rows_.at(rank).heard = unix_now();
+    dirty_ = true;
+  }
+  void changed() { dirty_ = true; }
+
+  /// Writes the rows when they changed and a second has passed since the last write (or at once with `now`).
+  void save(bool now = false) {
+    if (!dirty_) return;
+    if (!now && Clock::now() - saved_ < std::chrono::seconds(1)) return;
+    std::vector<WorkerRow> rows;
+    for (const auto& [rank, row] : rows_) rows.push_back(row);
+    try {
+      store_.record_workers(rows);
+      dirty_ = false;
+    } catch (const std::exception& e) {
+      spdlog::warn("cannot record the worker ranks: {}", e.what());
+    }
+    saved_ = Clock::now();
+  }
+
+ private:
+  Store& store_;
+  std::map<int, WorkerRow> rows_;
+  bool dirty_ = true;
+  Clock::time_point saved_{};
+};
+
+/// A task a worker rank holds: since when, and when the rank was last heard from.
+struct Assignment {
+  int64_t trial_id = 0;
+  Clock::time_point started;
+  Clock::time_point heard;
+};
+
+/// Runs the experiment over the worker ranks; returns why each rank lost on the way was given up on (silent past
+/// heartbeat_timeout_seconds while holding a task, or still running one long past trial_timeout_seconds).
+std::vector<std::string> run_over_mpi(Scheduler& scheduler, MpiSession& session, Farm& farm, const ExperimentSpec& spec) {
+  std::set<int> idle;                      // workers waiting for work
+  std::map<int, Assignment> running;       // worker -> its task
+  std::vector<int> lost;                   // workers given up on
+  std::vector<std::string> lost_reasons;
+  int active = session.size() - 1;         // workers neither released nor lost
+  WorkerBook book(scheduler.store(), scheduler.experiment_id(), session.size() - 1);
+  const auto silence_limit =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.run.heartbeat_timeout_seconds));
+  // A task past its limit stops itself at its next step; a rank that has not stopped it this much later is stuck.
+  const double stuck_after = spec.run.trial_timeout_seconds + spec.run.heartbeat_timeout_seconds;
   const auto dispatch = [&](int worker) {
     if (auto task = scheduler.next_task(worker, session.size() - 1)) {
       session.send(worker, Tag::Task, Json(*task).dump());
-      running[worker] = task->trial_id;
+      const auto now = Clock::now();
+      running[worker] = Assignment{task->trial_id, now, now};
       idle.erase(worker);
+      WorkerRow& row = book[worker];
+      row.state = "busy";
+      row.trial_id = task->trial_id;
+      TaskProgress starting;
+      starting.trial_id = task->trial_id;
+      row.progress = Json(starting);
+      book.changed();
       return true;
     }
     return false;
+  };
+  const auto lose = [&](int worker, const std::string& why) {
+    const Assignment held = running.at(worker);
+    const WorkerRow& row = book[worker];
+    TaskProgress progress;
+    try {
+      from_json(row.progress, progress);
+    } catch (const std::exception&) {
+      // a row without progress yet
+    }
+    const std::string reason =
+        fmt::format("{} {}; it held {} {} ({})", book.name(worker), why, scheduler.kind_of(held.trial_id),
+                    held.trial_id, describe(progress));
+    spdlog::error("{}; no more work goes to it", reason);
+    running.erase(worker);
+    lost.push_back(worker);
+    lost_reasons.push_back(reason);
+    --active;
+    book[worker].state = "lost";
+    book.changed();
+    scheduler.abandon(held.trial_id, reason);
+    book.save(true);
+  };
+  // One message from a worker rank.
+  const auto handle = [&](const Message* message) {
+    const int source = message->source;
+    if (!book.known(source)) {
+      spdlog::warn("rank 0: message from rank {}, which is not a worker of this run; ignored", source);
+      return;
+    }
+    if (std::find(lost.begin(), lost.end(), source) != lost.end()) {
+      // A rank given up on that answers again (it was stopped, then continued): its task is already failed.
+      if (message->tag == Tag::Result) {
+        spdlog::warn("rank 0: {} answered after it was given up on; its result is not recorded", book.name(source));
+      }
+      return;
+    }
+    book.touch(source);
+    if (message->tag == Tag::Ready) {
+      try {
+        const Json hello = Json::parse(message->payload);
+        book[source].host = hello.at("host").get<std::string>();
+        book[source].pid = hello.at("pid").get<int64_t>();
+      } catch (const std::exception& e) {
+        spdlog::warn("rank 0: rank {} introduced itself unreadably: {}", source, e.what());
+      }
+      idle.insert(source);
+    } else if (message->tag == Tag::Heartbeat) {
+      auto held = running.find(source);
+      if (held == running.end()) return;  // sent just before its result; nothing to update
+      held->second.heard = Clock::now();
+      try {
+        Json progress = Json::parse(message->payload);
+        // Alive either way; the progress only counts once it is that of the task rank 0 handed out.
+        if (progress.value("trial_id", int64_t{0}) == held->second.trial_id) book[source].progress = std::move(progress);
+      } catch (const std::exception& e) {
+        spdlog::warn("rank 0: unreadable heartbeat from {}: {}", book.name(source), e.what());
+      }
+    } else if (message->tag == Tag::Result) {
+      TaskResult result;
+      try {
+        from_json(Json::parse(message->payload), result);
+      } catch (const std::exception& e) {
+        result.ok = false;
+        result.error = fmt::format("rank {} sent an unreadable result: {}", source, e.what());
+      }
+      auto task = running.find(source);
+      if (task == running.end()) {
+        spdlog::warn("rank 0: result from rank {}, which runs no task; ignored", source);
+        return;
+      }
+      result.trial_id = task->second.trial_id;  // rank 0's own record of what that worker runs
+      running.erase(task);
+      scheduler.record(result);
+      idle.insert(source);
+      WorkerRow& row = book[source];
+      row.state = "idle";
+      row.trial_id = 0;
+      row.progress = Json::object();
+      book.changed();
+    } else {
+      spdlog::warn("rank 0: unexpected message tag {} from rank {}", static_cast<int>(message->tag), source);
+    }
   };
   while (active > 0) {
     // Hand work to idle workers; release them all once nothing is left to run.
@@ -372,37 +611,39 @@ void run_over_mpi(Scheduler& scheduler, MpiSession& session, Farm& farm, const E
     if (scheduler.finished()) {
       for (int worker : idle) {
         session.send(worker, Tag::Done, "");
+        book[worker].state = "released";
+        book.changed();
         --active;
       }
       idle.clear();
       if (active == 0) break;
     }
     poll_farm(farm, scheduler, spec);
-    const auto message = session.receive(std::chrono::milliseconds(500), std::chrono::milliseconds(5));
-    if (!message) continue;
-    if (message->tag == Tag::Ready) {
-      idle.insert(message->source);
-    } else if (message->tag == Tag::Result) {
-      TaskResult result;
-      try {
-        from_json(Json::parse(message->payload), result);
-      } catch (const std::exception& e) {
-        result.ok = false;
-        result.error = fmt::format("rank {} sent an unreadable result: {}", message->source, e.what());
-      }
-      auto task = running.find(message->source);
-      if (task == running.end()) {
-        spdlog::warn("rank 0: result from rank {}, which runs no task; ignored", message->source);
-        continue;
-      }
-      result.trial_id = task->second;  // rank 0's own record of what that worker runs
-      running.erase(task);
-      scheduler.record(result);
-      idle.insert(message->source);
-    } else {
-      spdlog::warn("rank 0: unexpected message tag {} from rank {}", static_cast<int>(message->tag), message->source);
+    // Wait for a message, then take every one already there before judging who went silent: heartbeats that queued
+    // while rank 0 was busy (recording, measuring) count.
+    for (auto message = session.receive(std::chrono::milliseconds(200), std::chrono::milliseconds(5)); message;
+         message = session.receive(std::chrono::milliseconds(0))) {
+      handle(&*message);
     }
+    // Ranks that hold a task and have gone silent, or run it far past its limit.
+    const auto now = Clock::now();
+    for (const auto& [worker, held] : std::map<int, Assignment>(running)) {
+      const double silent = std::chrono::duration<double>(now - held.heard).count();
+      const double busy = std::chrono::duration<double>(now - held.started).count();
+      if (now - held.heard > silence_limit) {
+        lose(worker, fmt::format("stopped answering: no heartbeat for {:.1f} s (limit {:g} s)", silent,
+                                 spec.run.heartbeat_timeout_seconds));
+      } else if (spec.run.trial_timeout_seconds > 0 && busy > stuck_after) {
+        lose(worker, fmt::format("did not stop its task at the limit: timeout after {:g} s, still running {:.0f} s "
+                                 "after it started",
+                                 spec.run.trial_timeout_seconds, busy));
+      }
+    }
+    if (active == 0) break;
+    book.save();
   }
+  book.save(true);
+  return lost_reasons;
 }
 
 }  // namespace
@@ -450,69 +691,64 @@ void print_device_fronts(const Store& store, const ExperimentSpec& spec, int64_t
 }  // namespace
 
 int orchestrate(const ExperimentSpec& spec, const RunOptions& options, MpiSession& session) {
-  Store::check_writable(store_path(spec));  // a read-only store is named before its lock is even tried
-  const StoreLock lock(store_path(spec));  // before anything is read or written: one run per store
-  Store store = Store::open(store_path(spec), Store::Mode::ReadWrite);
-  Scheduler scheduler(store, spec, options);
-  scheduler.prepare();
-  Farm farm(store, spec, scheduler.experiment_id());
-  scheduler.set_farm(&farm);
-  farm.start(options.resume);
-  if (session.size() == 1) {
-    spdlog::info("running '{}' in this process (no worker ranks)", spec.name);
-    run_inline(scheduler, farm, spec);
-  } else {
-    spdlog::info("running '{}' on {} worker rank(s)", spec.name, session.size() - 1);
-    run_over_mpi(scheduler, session, farm, spec);
-  }
-  int code = scheduler.finish();
-  bool measurements_complete = true;
-  if (farm.enabled()) {
-    measurements_complete = farm.wait(spec.measure.timeout_seconds);
-    farm.stop();
-    const FarmCounts counts = farm.counts();
-    if (!measurements_complete) {
-      spdlog::warn("measurements: not finished {} s after the trials ({} pending); `edgesweep run --resume {}` "
-                   "continues them",
-                   spec.measure.timeout_seconds, counts.pending, spec.path.string());
+  std::vector<std::string> lost;  // worker ranks given up on, and why
+  int code = 0;
+  {
+    Store::check_writable(store_path(spec));  // a read-only store is named before its lock is even tried
+    const StoreLock lock(store_path(spec));  // before anything is read or written: one run per store
+    Store store = Store::open(store_path(spec), Store::Mode::ReadWrite);
+    Scheduler scheduler(store, spec, options);
+    scheduler.prepare();
+    Farm farm(store, spec, scheduler.experiment_id());
+    scheduler.set_farm(&farm);
+    farm.start(options.resume);
+    if (session.size() == 1) {
+      spdlog::info("running '{}' in this process (no worker ranks)", spec.name);
+      run_inline(scheduler, farm, spec, options.runner);
+    } else {
+      spdlog::info("running '{}' on {} worker rank(s)", spec.name, session.size() - 1);
+      lost = run_over_mpi(scheduler, session, farm, spec);
     }
-    if (counts.failed > 0) {
-      spdlog::warn("measurements: {} of {} failed; `edgesweep query {} \"SELECT id, status, error FROM "
-                   "measurement_jobs WHERE status = 'failed'\"` lists them, `run --resume` retries them",
-                   counts.failed, counts.done + counts.failed + counts.pending, spec.path.string());
+    code = scheduler.finish();
+    bool measurements_complete = true;
+    if (farm.enabled()) {
+      measurements_complete = farm.wait(spec.measure.timeout_seconds);
+      farm.stop();
+      const FarmCounts counts = farm.counts();
+      if (!measurements_complete) {
+        spdlog::warn("measurements: not finished {} s after the trials ({} pending); `edgesweep run --resume {}` "
+                     "continues them",
+                     spec.measure.timeout_seconds, counts.pending, spec.path.string());
+      }
+      if (counts.failed > 0) {
+        spdlog::warn("measurements: {} of {} failed; `edgesweep query {} \"SELECT id, status, error FROM "
+                     "measurement_jobs WHERE status = 'failed'\"` lists them, `run --resume` retries them",
+                     counts.failed, counts.done + counts.failed + counts.pending, spec.path.string());
+      }
+      // Trials finished but measurements failed or unfinished: the run did not do everything it was asked to.
+      if (counts.failed > 0 || !measurements_complete) code = std::max(code, 1);
     }
-    // Trials finished but measurements failed or unfinished: the run did not do everything it was asked to.
-    if (counts.failed > 0 || !measurements_complete) code = std::max(code, 1);
+    if (options.summary) {
+      fmt::print("{}", format_trials(store, scheduler.experiment_id(), "table"));
+      if (farm.enabled()) print_device_fronts(store, spec, scheduler.experiment_id());
+    }
+    fmt::print("results: {}\n", store_path(spec).string());
+  }  // the store is closed and its lock released
+  if (!lost.empty()) {
+    // A lost rank never reaches MPI_Finalize, where the others would wait for it: the job ends here, every rank
+    // with it, once everything is recorded.
+    code = std::max(code, 1);
+    for (const std::string& reason : lost) fmt::print(stderr, "lost: {}\n", reason);
+    fmt::print(stderr,
+               "{} worker rank(s) lost; the tasks they held are recorded failed, and `edgesweep run --resume {}` runs "
+               "them again\n",
+               lost.size(), spec.path.string());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    spdlog::shutdown();
+    session.abort(code);
   }
-  fmt::print("{}", format_trials(store, scheduler.experiment_id(), "table"));
-  if (farm.enabled()) print_device_fronts(store, spec, scheduler.experiment_id());
-  fmt::print("results: {}\n", store_path(spec).string());
   return code;
-}
-
-void serve_worker(MpiSession& session) {
-  session.send(0, Tag::Ready, "");
-  while (true) {
-    const auto message = session.receive(std::chrono::hours(24 * 365), std::chrono::milliseconds(5));
-    if (!message || message->tag == Tag::Done) return;
-    if (message->tag != Tag::Task) continue;
-    TaskResult result;
-    try {
-      Task task;
-      from_json(Json::parse(message->payload), task);
-      spdlog::info("{} {} starting", task.kind, task.trial_id);
-      result = run_task(task);
-      spdlog::info("{} {} {} in {:.1f}s", task.kind, task.trial_id, result.ok ? "done" : "failed", result.seconds);
-    } catch (const std::exception& e) {
-      result.ok = false;
-      result.error = fmt::format("rank {} could not read its task: {}", session.rank(), e.what());
-    }
-    session.send(0, Tag::Result, Json(result).dump());
-  }
-}
-
-void release_workers(MpiSession& session) {
-  for (int rank = 1; rank < session.size(); ++rank) session.send(rank, Tag::Done, "");
 }
 
 }  // namespace edgesweep

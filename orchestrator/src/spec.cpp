@@ -783,6 +783,17 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
   spec.run.eval_batch_size = run["eval_batch_size"].get<int64_t>();
   spec.run.max_attempts = run["max_attempts"].get<int64_t>();
   spec.run.latency_seconds = run["latency_seconds"].get<double>();
+  spec.run.trial_timeout_seconds = run["trial_timeout_seconds"].get<double>();
+  spec.run.heartbeat_seconds = run["heartbeat_seconds"].get<double>();
+  spec.run.heartbeat_timeout_seconds = run["heartbeat_timeout_seconds"].get<double>();
+  if (spec.run.heartbeat_timeout_seconds < 2 * spec.run.heartbeat_seconds) {
+    const toml::node* at = root.at_path("run.heartbeat_timeout_seconds").node();
+    if (at == nullptr) at = root.at_path("run.heartbeat_seconds").node();
+    fail(at != nullptr ? at->source().begin : toml::source_position{1, 1},
+         fmt::format("[run] 'heartbeat_timeout_seconds' = {:g} must be at least twice 'heartbeat_seconds' = {:g}, or a "
+                     "worker between two heartbeats would be reported lost",
+                     spec.run.heartbeat_timeout_seconds, spec.run.heartbeat_seconds));
+  }
   spec.objectives = std::move(objectives);
   spec.devices = std::move(devices);
   const Json& measure = sections["measure"];

@@ -124,6 +124,21 @@ CREATE TABLE measurement_jobs (
 );
 CREATE INDEX measurement_jobs_by_device_status ON measurement_jobs(device_id, status);
 )sql",
+    // Version 4: the ranks of an experiment's latest run as rank 0 last heard from them: state, the task each holds
+    // and its progress (from the heartbeats). heard: Unix time in seconds of the rank's last message.
+    R"sql(
+CREATE TABLE workers (
+  experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+  rank INTEGER NOT NULL,
+  host TEXT NOT NULL DEFAULT '',
+  pid INTEGER NOT NULL DEFAULT 0,
+  state TEXT NOT NULL,
+  trial_id INTEGER REFERENCES trials(id),
+  progress_json TEXT NOT NULL DEFAULT '{}',
+  heard REAL NOT NULL,
+  PRIMARY KEY (experiment_id, rank)
+);
+)sql",
 };
 
 constexpr int latest_schema_version = static_cast<int>(sizeof(migrations) / sizeof(migrations[0]));

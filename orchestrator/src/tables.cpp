@@ -2,11 +2,13 @@
 #include "edgesweep/orchestrator/tables.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 
 #include <fmt/format.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/progress.h"
 #include "edgesweep/orchestrator/spec.h"
 
 namespace edgesweep {
@@ -129,8 +131,11 @@ std::string format_trials(const Store& store, int64_t experiment_id, const std::
   return render(columns, rows, format);
 }
 
-std::string format_status(const Store& store) {
+std::string format_status(const Store& store, std::optional<double> now) {
+  const double clock =
+      now ? *now : std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   std::vector<std::vector<std::string>> rows;
+  std::string ranks;
   for (const ExperimentRow& e : store.experiments()) {
     std::map<std::string, int64_t> counts;
     int64_t total = 0;
@@ -141,6 +146,34 @@ std::string format_status(const Store& store) {
     rows.push_back({e.name, e.status, std::to_string(total), std::to_string(counts["done"]),
                     std::to_string(counts["failed"]), std::to_string(counts["running"]),
                     std::to_string(counts["pending"]), e.created});
+    const std::vector<WorkerRow> workers = store.workers(e.id);
+    const bool any_lost =
+        std::any_of(workers.begin(), workers.end(), [](const WorkerRow& w) { return w.state == "lost"; });
+    if (workers.empty() || (e.status != "running" && !any_lost)) continue;
+    std::vector<std::vector<std::string>> worker_rows;
+    for (const WorkerRow& w : workers) {
+      std::string where;
+      if (w.trial_id > 0) {
+        try {
+          where = describe(w.progress.get<TaskProgress>());
+        } catch (const std::exception&) {
+          where = "?";
+        }
+      }
+      const double ago = std::max(0.0, clock - w.heard);
+      worker_rows.push_back({std::to_string(w.rank), w.host, w.pid > 0 ? std::to_string(w.pid) : "", w.state,
+                             w.trial_id > 0 ? std::to_string(w.trial_id) : "", where,
+                             fmt::format("{:.0f} s ago", ago)});
+    }
+    ranks += fmt::format("\nranks of '{}' in its latest run, as rank 0 last heard from them:\n", e.name);
+    ranks += render({{"rank", true},
+                     {"host", false},
+                     {"pid", true},
+                     {"state", false},
+                     {"task", true},
+                     {"progress", false},
+                     {"heard", true}},
+                    worker_rows, "table");
   }
   return render({{"experiment", false},
                  {"status", false},
@@ -150,7 +183,8 @@ std::string format_status(const Store& store) {
                  {"running", true},
                  {"pending", true},
                  {"created", false}},
-                rows, "table");
+                rows, "table") +
+         ranks;
 }
 
 }  // namespace edgesweep

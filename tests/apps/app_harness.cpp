@@ -133,7 +133,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, const fs::path& 
 std::string mpiexec_path() { return EDGESWEEP_MPIEXEC; }
 
 std::string tiny_experiment(const std::string& name, const fs::path& results_dir, const std::string& model_extra,
-                            const std::string& pipeline) {
+                            const std::string& pipeline, const std::string& baseline) {
   return fmt::format(R"toml([experiment]
 name = "{}"
 seed = 11
@@ -149,15 +149,12 @@ width = 0.5
 {}
 
 [baseline]
-epochs = 1
-lr = 0.05
-batch_size = 64
-
+{}
 {}
 [run]
 results_dir = '{}'
 )toml",
-                     name, model_extra, pipeline, results_dir.string());
+                     name, model_extra, baseline, pipeline, results_dir.string());
 }
 
 void AppTest::SetUp() {

@@ -68,11 +68,12 @@ std::map<std::string, std::string> mpi_environment();
 /// The mpirun of the MPI the binary was built with; empty when it was built without MPI.
 std::string mpiexec_path();
 
-/// A tiny Fashion-MNIST experiment: 1000 training and 500 test images, half-width models, one baseline epoch,
-/// `model_extra` appended to [model] (the arch, and any [[model.layers]]), `pipeline` as the [[pipeline]] tables,
-/// results in `results_dir`.
+/// A tiny Fashion-MNIST experiment: 1000 training and 500 test images, half-width models, `baseline` as the
+/// [baseline] keys (default: one epoch), `model_extra` appended to [model] (the arch, and any [[model.layers]]),
+/// `pipeline` as the [[pipeline]] tables, results in `results_dir`; [run] comes last, so keys may be appended.
 std::string tiny_experiment(const std::string& name, const fs::path& results_dir, const std::string& model_extra,
-                            const std::string& pipeline);
+                            const std::string& pipeline,
+                            const std::string& baseline = "epochs = 1\nlr = 0.05\nbatch_size = 64\n");
 
 /// A fresh temporary folder per test (kept when the test failed, for inspection) and runs of the binary in it.
 class AppTest : public ::testing::Test {

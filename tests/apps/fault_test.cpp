@@ -1,5 +1,6 @@
-// Faults from outside a run, each with real processes: a worker rank killed mid-trial, the disk filling up while
-// trials write their archives, and a store whose file cannot be written. After each, nothing recorded is lost
+// Faults from outside a run, each with real processes: a worker rank killed mid-trial, a worker stopped (SIGSTOP)
+// past its heartbeat, rank 0 killed mid-trial, a task past its time limit, the disk filling up while trials write
+// their archives, and a store whose file cannot be written. After each, nothing recorded is lost
 // (PRAGMA integrity_check, every done trial and its archive as they were) and `run --resume` finishes the sweep.
 #include <sys/mount.h>
 #include <unistd.h>
@@ -8,6 +9,8 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -156,49 +159,222 @@ optimizer = "adam"
 batch_size = 32
 )toml";
 
-using FaultTest = AppTest;
+/// The text of a log file.
+std::string read_log(const fs::path& file) {
+  std::ifstream in(file);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+/// The row rank 0 keeps of worker `rank` in experiment `name`, when there is one.
+std::optional<WorkerRow> worker_row(const fs::path& db, const std::string& name, int64_t rank) {
+  try {
+    const Store store = Store::open(db, Store::Mode::ReadOnly);
+    const auto experiment = store.find_experiment(name);
+    if (!experiment) return std::nullopt;
+    for (const WorkerRow& row : store.workers(experiment->id)) {
+      if (row.rank == rank) return row;
+    }
+  } catch (const std::exception&) {
+    // not there yet
+  }
+  return std::nullopt;
+}
+
+bool process_alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+
+/// The run's heartbeats: a worker is heard from every 0.2 s and lost after 4 s of silence.
+const char* const kFastHeartbeats = "heartbeat_seconds = 0.2\nheartbeat_timeout_seconds = 4\n";
+
+/// Faults of runs on three ranks (rank 0 hands out work, ranks 1 and 2 train) whose processes the test finds by a
+/// mark in their environment.
+class FaultTest : public AppTest {
+ protected:
+  /// Starts `spec` under mpirun on three ranks, output in <name>-run.log.
+  std::unique_ptr<Child> start_run(const fs::path& spec, const std::string& name) const {
+    std::map<std::string, std::string> env = mpi_environment();
+    env["EDGESWEEP_FAULT_TEST"] = std::to_string(getpid());
+    return std::make_unique<Child>(
+        std::vector<std::string>{mpiexec_path(), "-np", "3", "--oversubscribe", EDGESWEEP_BINARY, "run", spec.string()},
+        folder_ / (name + "-run.log"), env);
+  }
+  /// The pid of rank `rank` of the run start_run started, or -1.
+  static pid_t rank_pid(int rank) {
+    return process_with(fmt::format("EDGESWEEP_FAULT_TEST={}", getpid()), fmt::format("OMPI_COMM_WORLD_RANK={}", rank));
+  }
+  /// After a fault that ended the run of experiment `name` (a baseline and five trials): what was done before it
+  /// is unchanged and nothing recorded is lost; then `--resume` on two ranks finishes the sweep redoing none of it.
+  void expect_resume_finishes(const fs::path& spec, const std::string& name,
+                              const std::map<int64_t, DoneTrial>& before) {
+    const fs::path db = results_dir_ / "edgesweep.db";
+    const std::map<int64_t, DoneTrial> after_fault = done_trials(db, name);
+    for (const auto& [id, trial] : before) EXPECT_EQ(after_fault.at(id), trial) << "trial " << id;
+    expect_nothing_lost(results_dir_, name, false);
+    const ProcessResult resumed = edgesweep_mpi(2, {"run", "--resume", spec.string()});
+    ASSERT_FALSE(resumed.timed_out) << describe(resumed);
+    ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
+    const std::map<int64_t, DoneTrial> finished = done_trials(db, name);
+    EXPECT_EQ(finished.size(), 6u);  // a baseline and five trials
+    for (const auto& [id, trial] : after_fault) EXPECT_EQ(finished.at(id), trial) << "trial " << id << " was redone";
+    expect_nothing_lost(results_dir_, name);
+  }
+  /// Runs experiment `name` on three ranks and kills rank `rank` with SIGKILL once two tasks are done; the launcher
+  /// must end the job (no rank left behind). `before`: the done trials at the kill; `exit_code` and `log` of the run.
+  void kill_rank_mid_trial(const fs::path& spec, const std::string& name, int rank,
+                           std::map<int64_t, DoneTrial>& before, int& exit_code, std::string& log) {
+    const fs::path db = results_dir_ / "edgesweep.db";
+    {
+      const std::unique_ptr<Child> run = start_run(spec, name);
+      ASSERT_TRUE(wait_for_done(*run, db, name, 2, 240)) << "no two done trials in time";
+      const pid_t victim = rank_pid(rank);  // whatever it is doing
+      ASSERT_GT(victim, 0) << "rank " << rank << " not found";
+      before = done_trials(db, name);
+      ASSERT_EQ(::kill(victim, SIGKILL), 0);
+      // Open MPI ends the job when a rank dies: the run stops by itself, it does not hang.
+      ASSERT_TRUE(run->wait(std::chrono::seconds(60))) << "the job went on after rank " << rank << " was killed";
+      exit_code = run->exit_code();
+      for (int other = 0; other < 3; ++other) {
+        const pid_t left = rank_pid(other);
+        EXPECT_FALSE(process_alive(left)) << "rank " << other << " outlived the job";
+        if (process_alive(left)) ::kill(left, SIGKILL);
+      }
+    }
+    log = read_log(folder_ / (name + "-run.log"));
+  }
+};
 
 TEST_F(FaultTest, AWorkerRankKilledMidTrialEndsTheRunAndResumeFinishesIt) {
   if (mpiexec_path().empty()) GTEST_SKIP() << "built without MPI";
   const fs::path spec = write_file("worker.toml", tiny_experiment("worker", results_dir_, "arch = \"small-cnn\"",
                                                                   kFinetunes));
-  const fs::path db = results_dir_ / "edgesweep.db";
-  const std::string mark = fmt::format("EDGESWEEP_FAULT_TEST={}", getpid());
-  std::map<std::string, std::string> env = mpi_environment();
-  env["EDGESWEEP_FAULT_TEST"] = std::to_string(getpid());
   std::map<int64_t, DoneTrial> before;
+  int exit_code = 0;
+  std::string log;
+  ASSERT_NO_FATAL_FAILURE(kill_rank_mid_trial(spec, "worker", 2, before, exit_code, log));
+  EXPECT_NE(exit_code, 0);
+  EXPECT_TRUE(contains(log, "rank 2")) << log;
+  expect_resume_finishes(spec, "worker", before);
+}
+
+TEST_F(FaultTest, RankZeroKilledMidTrialEndsTheJobAndResumeFinishesIt) {
+  if (mpiexec_path().empty()) GTEST_SKIP() << "built without MPI";
+  const fs::path spec = write_file("rank0.toml", tiny_experiment("rank0", results_dir_, "arch = \"small-cnn\"",
+                                                                 kFinetunes));
+  std::map<int64_t, DoneTrial> before;
+  int exit_code = 0;
+  std::string log;
+  ASSERT_NO_FATAL_FAILURE(kill_rank_mid_trial(spec, "rank0", 0, before, exit_code, log));
+  EXPECT_NE(exit_code, 0);
+  expect_resume_finishes(spec, "rank0", before);
+}
+
+TEST_F(FaultTest, AWorkerStoppedPastItsHeartbeatIsReportedWithItsTaskAndTheRunEndsThenResumes) {
+  if (mpiexec_path().empty()) GTEST_SKIP() << "built without MPI";
+  const fs::path spec = write_file(
+      "stopped.toml",
+      tiny_experiment("stopped", results_dir_, "arch = \"small-cnn\"", kFinetunes) + kFastHeartbeats);
+  const fs::path db = results_dir_ / "edgesweep.db";
+  std::map<int64_t, DoneTrial> before;
+  pid_t worker = -1;
+  int64_t held = 0;
   int run_exit = 0;
   {
-    Child run({mpiexec_path(), "-np", "3", "--oversubscribe", EDGESWEEP_BINARY, "run", spec.string()},
-              folder_ / "worker-run.log", env);
-    ASSERT_TRUE(wait_for_done(run, db, "worker", 2, 240)) << "no two done trials in time";
-    // Worker rank 2 (rank 0 hands out work, ranks 1 and 2 train), whatever it is doing.
-    const pid_t worker = process_with(mark, "OMPI_COMM_WORLD_RANK=2");
+    const std::unique_ptr<Child> run_pointer = start_run(spec, "stopped");
+    Child& run = *run_pointer;
+    ASSERT_TRUE(wait_for_done(run, db, "stopped", 2, 240)) << "no two done trials in time";
+    worker = rank_pid(2);
     ASSERT_GT(worker, 0) << "worker rank 2 not found";
-    before = done_trials(db, "worker");
-    ASSERT_EQ(::kill(worker, SIGKILL), 0);
-    // Open MPI ends the job when a rank dies: the run stops by itself, it does not hang.
-    ASSERT_TRUE(run.wait(std::chrono::seconds(60))) << "the run went on after a rank was killed";
+    // Rank 2 mid-trial: its heartbeats show a trial being trained, and `status` shows where it is.
+    std::optional<WorkerRow> busy;
+    const auto deadline = Clock::now() + std::chrono::seconds(120);
+    while (Clock::now() < deadline && !run.ended()) {
+      busy = worker_row(db, "stopped", 2);
+      if (busy && busy->state == "busy" && busy->progress.value("epochs", 0) > 0) break;
+      busy.reset();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(busy.has_value()) << "rank 2 was never seen training";
+    EXPECT_EQ(busy->pid, worker);
+    const ProcessResult status = edgesweep({"status", db.string()});
+    EXPECT_EQ(status.exit_code, 0) << describe(status);
+    EXPECT_TRUE(contains(status.out, "ranks of 'stopped'")) << status.out;
+    EXPECT_TRUE(contains(status.out, "finetune, epoch ")) << status.out;
+    ASSERT_EQ(::kill(worker, SIGSTOP), 0);
+    before = done_trials(db, "stopped");
+    // Rank 1 finishes the sweep; the stopped rank is reported once silent for 4 s, and the run ends, not hangs.
+    const bool ended = run.wait(std::chrono::seconds(240));
+    if (process_alive(worker)) ::kill(worker, SIGKILL);  // whatever the job left, this test started it
+    ASSERT_TRUE(ended) << "the run hung on a stopped worker";
     run_exit = run.exit_code();
   }
   EXPECT_NE(run_exit, 0);
-  const std::string log = [&] {
-    std::ifstream in(folder_ / "worker-run.log");
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  }();
-  EXPECT_TRUE(contains(log, "rank 2")) << log;
-  // What was done when the worker died is still there, unchanged.
-  const std::map<int64_t, DoneTrial> after_kill = done_trials(db, "worker");
-  for (const auto& [id, trial] : before) EXPECT_EQ(after_kill.at(id), trial) << "trial " << id;
-  expect_nothing_lost(results_dir_, "worker", false);
+  const std::string log = read_log(folder_ / "stopped-run.log");
+  EXPECT_TRUE(contains(log, fmt::format("lost: rank 2 (pid {} on ", worker))) << log;
+  EXPECT_TRUE(contains(log, "stopped answering: no heartbeat for")) << log;
+  EXPECT_TRUE(contains(log, "--resume")) << log;
+  {
+    // The one trial rank 2 held is failed with the reason; rank 1 ran the rest.
+    const Store store = Store::open(db, Store::Mode::ReadOnly);
+    for (const TrialRow& row : trials_of(store, "stopped")) {
+      if (row.status == TrialStatus::Failed) {
+        EXPECT_EQ(held, 0) << "a second failed trial " << row.id;
+        held = row.id;
+        EXPECT_EQ(row.worker, 2);
+        EXPECT_TRUE(contains(row.error, "rank 2")) << row.error;
+        EXPECT_TRUE(contains(row.error, "stopped answering")) << row.error;
+      } else {
+        EXPECT_EQ(row.status, TrialStatus::Done) << "trial " << row.id;
+      }
+    }
+    EXPECT_GT(held, 0) << "no trial failed with the stopped rank";
+    EXPECT_TRUE(contains(log, fmt::format("it held trial {} (", held))) << log;
+    const std::optional<WorkerRow> row = worker_row(db, "stopped", 2);
+    ASSERT_TRUE(row.has_value());
+    EXPECT_EQ(row->state, "lost");
+    EXPECT_EQ(row->trial_id, held);
+  }
+  const ProcessResult status = edgesweep({"status", db.string()});
+  EXPECT_TRUE(contains(status.out, "lost")) << status.out;
+  expect_resume_finishes(spec, "stopped", before);
+}
 
-  const ProcessResult resumed = edgesweep_mpi(2, {"run", "--resume", spec.string()});
-  ASSERT_FALSE(resumed.timed_out) << describe(resumed);
-  ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
-  const std::map<int64_t, DoneTrial> finished = done_trials(db, "worker");
-  EXPECT_EQ(finished.size(), 6u);  // a baseline and five trials
-  for (const auto& [id, trial] : after_kill) EXPECT_EQ(finished.at(id), trial) << "trial " << id << " was redone";
-  expect_nothing_lost(results_dir_, "worker");
+/// Two baselines (two learning rates) that each train far longer than the limit, with five trials each.
+std::string slow_baselines(const std::string& name, const fs::path& results_dir) {
+  return tiny_experiment(name, results_dir, "arch = \"small-cnn\"", kFinetunes,
+                         "epochs = 200\nlr = [0.05, 0.1]\nbatch_size = 64\n") +
+         "trial_timeout_seconds = 3\n";
+}
+
+TEST_F(FaultTest, ATaskPastItsTimeLimitIsRecordedFailedAndItsRankTakesTheNextTask) {
+  const auto check_timed_out = [](const fs::path& db, const std::string& name, bool mpi) {
+    const Store store = Store::open(db, Store::Mode::ReadOnly);
+    std::set<int64_t> ranks;
+    size_t baselines = 0;
+    for (const TrialRow& row : trials_of(store, name)) {
+      EXPECT_EQ(row.status, TrialStatus::Failed) << "task " << row.id;
+      if (row.kind != "baseline") {
+        EXPECT_TRUE(contains(row.error, "its baseline")) << row.error;
+        continue;
+      }
+      ++baselines;
+      ranks.insert(row.worker);
+      EXPECT_EQ(row.error.rfind("timeout after 3 s (reached stage 1/1 train, epoch ", 0), 0u) << row.error;
+      EXPECT_TRUE(store.artifacts(row.id).empty());
+    }
+    EXPECT_EQ(baselines, 2u);
+    // Both ran on the one worker there is (rank 0 itself when alone): the first one's timeout freed it.
+    EXPECT_EQ(ranks, std::set<int64_t>{mpi ? 1 : 0});
+  };
+  const fs::path inline_spec = write_file("inline.toml", slow_baselines("inline", results_dir_));
+  const ProcessResult alone = edgesweep({"run", inline_spec.string()});
+  ASSERT_FALSE(alone.timed_out) << describe(alone);
+  EXPECT_EQ(alone.exit_code, 1) << describe(alone);
+  check_timed_out(results_dir_ / "edgesweep.db", "inline", false);
+  if (mpiexec_path().empty()) GTEST_SKIP() << "built without MPI (the run in one process passed)";
+  const fs::path mpi_spec = write_file("mpi.toml", slow_baselines("mpi", folder_ / "mpi-results"));
+  const ProcessResult over_mpi = edgesweep_mpi(2, {"run", mpi_spec.string()});
+  ASSERT_FALSE(over_mpi.timed_out) << describe(over_mpi);
+  EXPECT_EQ(over_mpi.exit_code, 1) << describe(over_mpi);
+  check_timed_out(folder_ / "mpi-results" / "edgesweep.db", "mpi", true);
 }
 
 TEST_F(FaultTest, TheDiskFillingUpMidSweepLosesNothingAndResumeFinishesOnceThereIsRoom) {

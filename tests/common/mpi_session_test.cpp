@@ -23,6 +23,7 @@ TEST(MpiSession, AProcessStartedAloneIsAWorldOfOne) {
   EXPECT_EQ(session.rank(), 0);
   EXPECT_EQ(session.size(), 1);
   EXPECT_FALSE(session.host().empty());
+  EXPECT_TRUE(session.threads_allowed());  // nothing to serialise in a world of one
   try {
     session.send(1, Tag::Task, "{}");
     ADD_FAILURE() << "a world of one sent a message";

@@ -111,10 +111,35 @@ TEST(Spec, FillsEveryDefault) {
   EXPECT_EQ(spec.run.threads, run.find("threads")->default_value);
   EXPECT_EQ(spec.run.eval_batch_size, run.find("eval_batch_size")->default_value);
   EXPECT_EQ(spec.run.max_attempts, run.find("max_attempts")->default_value);
+  EXPECT_EQ(spec.run.trial_timeout_seconds, run.find("trial_timeout_seconds")->default_value);
+  EXPECT_EQ(spec.run.heartbeat_seconds, run.find("heartbeat_seconds")->default_value);
+  EXPECT_EQ(spec.run.heartbeat_timeout_seconds, run.find("heartbeat_timeout_seconds")->default_value);
+  EXPECT_EQ(spec.run.trial_timeout_seconds, 0.0);  // no limit unless asked
   EXPECT_EQ(spec.run.results_dir, std::filesystem::path("results/fmnist-quickstart"));
 
   // The base trial is complete: it round-trips through the typed config unchanged.
   EXPECT_EQ(Json(spec.base_trial.get<TrialConfig>()), spec.base_trial);
+}
+
+TEST(Spec, RunLimitsAndHeartbeatsAreReadAndCheckedAgainstEachOther) {
+  const auto contains = [](const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+  };
+  const ExperimentSpec spec = parse_spec_string(
+      kHead + "[run]\ntrial_timeout_seconds = 900\nheartbeat_seconds = 0.5\nheartbeat_timeout_seconds = 4\n", "x.toml");
+  EXPECT_DOUBLE_EQ(spec.run.trial_timeout_seconds, 900);
+  EXPECT_DOUBLE_EQ(spec.run.heartbeat_seconds, 0.5);
+  EXPECT_DOUBLE_EQ(spec.run.heartbeat_timeout_seconds, 4);
+  // A worker would be reported lost between two of its heartbeats.
+  const std::string tight = error_of(kHead + "[run]\nheartbeat_seconds = 5\nheartbeat_timeout_seconds = 8\n");
+  EXPECT_TRUE(contains(tight, "x.toml:5")) << tight;
+  EXPECT_TRUE(contains(tight, "'heartbeat_timeout_seconds' = 8 must be at least twice 'heartbeat_seconds' = 5"))
+      << tight;
+  // The default timeout (120 s) against a long interval: the interval's line is named.
+  const std::string slow = error_of(kHead + "[run]\nheartbeat_seconds = 100\n");
+  EXPECT_TRUE(contains(slow, "x.toml:4")) << slow;
+  EXPECT_TRUE(contains(error_of(kHead + "[run]\ntrial_timeout_seconds = -1\n"), "trial_timeout_seconds"));
+  EXPECT_TRUE(contains(error_of(kHead + "[run]\nheartbeat_seconds = 0\n"), "heartbeat_seconds"));
 }
 
 TEST(Spec, MinimalSpecHasDefaultSectionsAndNoSweep) {

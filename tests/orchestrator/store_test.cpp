@@ -22,6 +22,7 @@
 #include "../workers/expect_error.h"
 #include "../workers/temp_folder.h"
 #include "edgesweep/common/error.h"
+#include "edgesweep/orchestrator/tables.h"
 
 namespace edgesweep {
 namespace {
@@ -128,19 +129,88 @@ TEST_F(StoreTest, TrialStatusNamesRoundTrip) {
 }
 
 TEST_F(StoreTest, CreatesFreshFileAtLatestVersion) {
-  EXPECT_EQ(store_schema_version(), 3);
+  EXPECT_EQ(store_schema_version(), 4);
   Store store = open_writer();
   EXPECT_TRUE(fs::exists(database_path()));
-  EXPECT_EQ(store.schema_version(), 3);
+  EXPECT_EQ(store.schema_version(), 4);
   std::set<std::string> objects = schema_objects(store);
   for (const char* name : {"experiments", "trials", "metrics", "artifacts", "devices", "measurements",
                            "trial_results", "trials_by_experiment_status", "metrics_by_trial", "measurement_jobs",
-                           "measurement_jobs_by_device_status"}) {
+                           "measurement_jobs_by_device_status", "workers"}) {
     EXPECT_EQ(objects.count(name), 1u) << name;
   }
   Json views = store.query("SELECT name FROM sqlite_master WHERE type = 'view'");
   ASSERT_EQ(views.size(), 1u);
   EXPECT_EQ(views[0]["name"], "trial_results");
+}
+
+TEST_F(StoreTest, WorkerRowsAreReplacedPerRankReadBackAndClearedPerExperiment) {
+  Store store = open_writer();
+  const int64_t experiment = store.create_experiment("e", "spec", "h");
+  const int64_t other = store.create_experiment("f", "spec", "h");
+  const int64_t trial = store.add_trial(experiment, "trial", Json{{"a", 1}}, "c1");
+  const Json progress = {{"stage", "finetune"}, {"step", 30}};
+  store.record_workers({{experiment, 2, "node2", 4321, "busy", trial, progress, 1700000000.5},
+                        {experiment, 1, "node1", 1234, "idle", 0, Json::object(), 1700000001.0},
+                        {other, 1, "node9", 9, "released", 0, Json::object(), 1.0}});
+  std::vector<WorkerRow> rows = store.workers(experiment);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].rank, 1);  // by rank
+  EXPECT_EQ(rows[0].trial_id, 0);
+  EXPECT_EQ(rows[1].rank, 2);
+  EXPECT_EQ(rows[1].host, "node2");
+  EXPECT_EQ(rows[1].pid, 4321);
+  EXPECT_EQ(rows[1].state, "busy");
+  EXPECT_EQ(rows[1].trial_id, trial);
+  EXPECT_EQ(rows[1].progress, progress);
+  EXPECT_DOUBLE_EQ(rows[1].heard, 1700000000.5);
+  EXPECT_EQ(store.query("SELECT trial_id FROM workers WHERE rank = 1 AND experiment_id = " +
+                        std::to_string(experiment))[0]["trial_id"],
+            nullptr);  // no task: NULL, not a dangling id
+  // A rank's row is replaced, not added to.
+  store.record_workers({{experiment, 2, "node2", 4321, "lost", trial, progress, 1700000009.0}});
+  rows = store.workers(experiment);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].state, "lost");
+  EXPECT_DOUBLE_EQ(rows[1].heard, 1700000009.0);
+  // A state the store does not know is refused, and nothing of the batch is written.
+  EXPECT_TRUE(contains(error_message([&] {
+                         store.record_workers({{experiment, 1, "n", 1, "busy", 0, Json::object(), 2.0},
+                                               {experiment, 3, "n", 1, "sleeping", 0, Json::object(), 2.0}});
+                       }),
+                       "unknown state 'sleeping'"));
+  EXPECT_EQ(store.workers(experiment)[0].state, "idle");
+  // A task that is not in the store is refused by its foreign key.
+  EXPECT_ANY_THROW(store.record_workers({{experiment, 1, "n", 1, "busy", 9999, Json::object(), 2.0}}));
+  store.clear_workers(experiment);
+  EXPECT_TRUE(store.workers(experiment).empty());
+  EXPECT_EQ(store.workers(other).size(), 1u);
+  EXPECT_ANY_THROW(open_reader().record_workers({{experiment, 1, "n", 1, "idle", 0, Json::object(), 2.0}}));
+}
+
+TEST_F(StoreTest, StatusShowsTheRanksOfARunningExperimentWithTheirTasksProgress) {
+  Store store = open_writer();
+  const int64_t running = store.create_experiment("sweep", "spec", "h");
+  store.set_experiment_status(running, "running");
+  const int64_t trial = store.add_trial(running, "trial", Json{{"a", 1}}, "c1");
+  const int64_t done = store.create_experiment("old", "spec", "h");
+  store.set_experiment_status(done, "done");
+  const Json progress = {{"trial_id", trial}, {"stage", "finetune"}, {"stage_index", 1}, {"stages", 2},
+                         {"epoch", 1},        {"epochs", 2},         {"step", 30},       {"steps", 94},
+                         {"seconds", 12.5}};
+  store.record_workers({{running, 1, "node1", 1234, "busy", trial, progress, 1000.0},
+                        {running, 2, "node2", 99, "idle", 0, Json::object(), 1003.0},
+                        {done, 1, "node1", 5, "released", 0, Json::object(), 10.0}});
+  const std::string text = format_status(store, 1005.0);
+  EXPECT_TRUE(contains(text, "ranks of 'sweep'")) << text;
+  EXPECT_TRUE(contains(text, "stage 2/2 finetune, epoch 1/2, step 30/94")) << text;
+  EXPECT_TRUE(contains(text, "5 s ago")) << text;  // rank 1, heard at 1000
+  EXPECT_TRUE(contains(text, "2 s ago")) << text;  // rank 2
+  EXPECT_TRUE(contains(text, "node2")) << text;
+  // A finished experiment without a lost rank shows no ranks; one that lost a rank shows them.
+  EXPECT_FALSE(contains(text, "ranks of 'old'")) << text;
+  store.record_workers({{done, 2, "node3", 7, "lost", 0, Json::object(), 10.0}});
+  EXPECT_TRUE(contains(format_status(store, 1005.0), "ranks of 'old'"));
 }
 
 TEST_F(StoreTest, SetsConnectionPragmas) {
@@ -149,7 +219,7 @@ TEST_F(StoreTest, SetsConnectionPragmas) {
   EXPECT_EQ(store.query("PRAGMA foreign_keys")[0]["foreign_keys"], 1);
   EXPECT_EQ(store.query("PRAGMA synchronous")[0]["synchronous"], 1);  // NORMAL
   EXPECT_EQ(store.query("PRAGMA busy_timeout")[0]["timeout"], 5000);
-  EXPECT_EQ(store.query("PRAGMA user_version")[0]["user_version"], 3);
+  EXPECT_EQ(store.query("PRAGMA user_version")[0]["user_version"], 4);
 }
 
 TEST_F(StoreTest, MigratesVersionOneFileKeepingData) {
@@ -171,11 +241,12 @@ TEST_F(StoreTest, MigratesVersionOneFileKeepingData) {
     EXPECT_EQ(reader.schema_version(), 1);
   }
   Store store = open_writer();
-  EXPECT_EQ(store.schema_version(), 3);
+  EXPECT_EQ(store.schema_version(), 4);
   std::set<std::string> objects = schema_objects(store);
   EXPECT_EQ(objects.count("devices"), 1u);
   EXPECT_EQ(objects.count("measurement_jobs"), 1u);
   EXPECT_EQ(objects.count("measurements"), 1u);
+  EXPECT_EQ(objects.count("workers"), 1u);
   std::optional<ExperimentRow> old = store.find_experiment("old");
   ASSERT_TRUE(old.has_value());
   EXPECT_EQ(old->id, 7);
@@ -199,7 +270,7 @@ TEST_F(StoreTest, RefusesNewerSchemaInBothModes) {
   for (Store::Mode mode : {Store::Mode::ReadWrite, Store::Mode::ReadOnly}) {
     std::string message = error_message([&] { Store::open(database_path(), mode); });
     EXPECT_TRUE(contains(message, database_path().string()));
-    EXPECT_TRUE(contains(message, "schema version 9, newer than this build supports (3)"));
+    EXPECT_TRUE(contains(message, "schema version 9, newer than this build supports (4)"));
   }
   RawConnection raw = open_raw(database_path());  // untouched: still version 9, not converted to WAL
   sqlite3_stmt* raw_statement = nullptr;
@@ -620,7 +691,7 @@ TEST_F(StoreTest, QueryRefusesAnythingButOneReadingStatement) {
       [&] { store.query("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n", 0.2); },
       {"query stopped after 0.2 s (its time limit)"});
   EXPECT_EQ(store.trials(experiment).size(), 1u);
-  EXPECT_EQ(store.schema_version(), 3);
+  EXPECT_EQ(store.schema_version(), 4);
   EXPECT_EQ(store.query("PRAGMA journal_mode")[0]["journal_mode"], "wal");
   EXPECT_EQ(store.query("PRAGMA foreign_keys")[0]["foreign_keys"], 1);
   // The connection is left in autocommit mode: a transaction still works.
@@ -637,7 +708,7 @@ TEST_F(StoreTest, ReadOnlyStoreRefusesWrites) {
     trial = writer.add_trial(experiment, "trial", {{"k", "v"}}, "cfg");
   }
   Store store = open_reader();
-  EXPECT_EQ(store.schema_version(), 3);
+  EXPECT_EQ(store.schema_version(), 4);
   ArtifactRow artifact;
   artifact.trial_id = trial;
   std::vector<std::function<void()>> writes = {
@@ -685,7 +756,7 @@ TEST_F(StoreTest, ReopeningKeepsEverything) {
   }
   for (Store::Mode mode : {Store::Mode::ReadWrite, Store::Mode::ReadOnly}) {
     Store store = Store::open(database_path(), mode);
-    EXPECT_EQ(store.schema_version(), 3);
+    EXPECT_EQ(store.schema_version(), 4);
     ASSERT_TRUE(store.find_experiment("e").has_value());
     EXPECT_EQ(store.find_experiment("e")->status, "done");
     EXPECT_EQ(store.find_experiment("e")->spec_text, "spec text");

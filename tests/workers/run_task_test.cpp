@@ -134,5 +134,22 @@ TEST_F(TrialPrefix, ADamagedKeptFileIsPassedOver) {
   EXPECT_EQ(final_metric(third, "reused_stages"), 2.0);
 }
 
+TEST_F(TrialPrefix, ATaskPastItsTimeLimitStopsMidTrainingFailedWithTheLimitAndWhereItWas) {
+  const fs::path results = folder_ / "timeout";
+  Task task = baseline_task(folder_ / "data", results, {0, 1, 2}, 200);  // far longer than its limit
+  task.timeout_seconds = 0.3;
+  const TaskResult result = run_task(task);
+  EXPECT_FALSE(result.ok);
+  EXPECT_EQ(result.error.rfind("timeout after 0.3 s (reached stage 1/1 train, epoch ", 0), 0u) << result.error;
+  EXPECT_NE(result.error.find("/200, step "), std::string::npos) << result.error;
+  EXPECT_TRUE(result.artifacts.empty());
+  EXPECT_EQ(count_files(results / "artifacts", ".pt"), 0u);
+  // The limit was the task's own: the next task without one runs to the end.
+  task.timeout_seconds = 0;
+  task.config.baseline.epochs = 1;
+  const TaskResult next = run_task(task);
+  EXPECT_TRUE(next.ok) << next.error;
+}
+
 }  // namespace
 }  // namespace edgesweep

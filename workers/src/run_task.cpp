@@ -12,6 +12,7 @@
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/file_io.h"
 #include "edgesweep/common/hash.h"
+#include "edgesweep/common/progress.h"
 #include "edgesweep/workers/baseline_init.h"
 #include "edgesweep/workers/import_torchscript.h"
 #include "edgesweep/workers/compress/compressed_size.h"
@@ -246,6 +247,7 @@ void run_baseline(const Task& task, TaskResult& result) {
   StageContext context{*data, task.config, GraphModule(nullptr), -1, 0, &metrics};
   StageConfig stage{"train", Json(static_cast<const TrainConfig&>(baseline))};
   stage.params["reinitialize"] = false;
+  task_progress::begin_stage("train", 0, 1);
   model = find_stage("train")(model, stage, context);
   const double accuracy = evaluate_accuracy(model, data->test, data->mean, data->std, task.eval_batch_size);
   metrics.push_back({-1, "test_accuracy", accuracy});
@@ -292,6 +294,7 @@ void run_trial(const Task& task, TaskResult& result) {
   for (size_t i = first; i < stages; ++i) {
     const StageConfig& stage = task.config.pipeline[i];
     context.stage_index = static_cast<int>(i);
+    task_progress::begin_stage(stage.stage, static_cast<int64_t>(i), static_cast<int64_t>(stages));
     try {
       model = find_stage(stage.stage)(model, stage, context);
     } catch (...) {
@@ -332,6 +335,7 @@ TaskResult run_task(const Task& task) {
   const auto start = std::chrono::steady_clock::now();
   TaskResult result;
   result.trial_id = task.trial_id;
+  task_progress::begin_task(task.trial_id, task.timeout_seconds);
   try {
     torch::set_num_threads(static_cast<int>(std::max<int64_t>(1, task.threads)));
     if (task.kind == "baseline") {
@@ -342,6 +346,9 @@ TaskResult run_task(const Task& task) {
       throw Error(fmt::format("unknown task kind '{}'", task.kind));
     }
     result.ok = true;
+  } catch (const TrialTimeout& e) {
+    result.ok = false;
+    result.error = fmt::format("{} (reached {})", e.what(), describe(task_progress::snapshot()));
   } catch (const c10::Error& e) {
     result.ok = false;
     result.error = e.what_without_backtrace();
@@ -349,6 +356,7 @@ TaskResult run_task(const Task& task) {
     result.ok = false;
     result.error = e.what();
   }
+  task_progress::end_task();
   if (!result.ok) {
     result.metrics.clear();
     result.artifacts.clear();

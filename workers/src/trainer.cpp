@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/progress.h"
 
 namespace edgesweep {
 
@@ -79,6 +80,7 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
       correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
       seen += batch.size(0);
       ++step;
+      task_progress::step(epoch, config.epochs, step - (epoch - 1) * steps_per_epoch, steps_per_epoch);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     record.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(seen, 1));
@@ -104,6 +106,7 @@ double evaluate_accuracy(GraphModule& model, const Dataset& dataset, const std::
     const auto inputs = normalize_images(dataset.images.index_select(0, batch), mean, std);
     const auto logits = model->forward(inputs);
     correct += logits.argmax(1).eq(dataset.labels.index_select(0, batch)).sum().item<int64_t>();
+    task_progress::check_deadline();
   }
   if (was_training) model->train();
   return 100.0 * static_cast<double>(correct) / static_cast<double>(dataset.size());

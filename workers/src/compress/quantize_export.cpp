@@ -11,6 +11,7 @@
 
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/file_io.h"
+#include "edgesweep/common/progress.h"
 #include "edgesweep/workers/compress/quantize.h"
 #include "edgesweep/workers/torchscript.h"
 
@@ -352,6 +353,7 @@ double evaluate_scripted_accuracy(ScriptedModel& model, const Dataset& dataset, 
   for (const auto& batch : make_batches(dataset.size(), batch_size, false, nullptr)) {
     const auto logits = model.forward(normalize_images(dataset.images.index_select(0, batch), mean, std));
     correct += logits.argmax(1).eq(dataset.labels.index_select(0, batch)).sum().item<int64_t>();
+    task_progress::check_deadline();
   }
   return 100.0 * static_cast<double>(correct) / static_cast<double>(dataset.size());
 }

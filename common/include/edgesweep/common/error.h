@@ -20,6 +20,13 @@ class InputError : public Error {
   using Error::Error;
 };
 
+/// A task stopped because it ran past its wall-clock limit ([run] trial_timeout_seconds); its message is
+/// "timeout after N s". Passes through rethrow_with_context unchanged.
+class TrialTimeout : public Error {
+ public:
+  explicit TrialTimeout(double limit_seconds);
+};
+
 /// Throws InputError with a formatted message when `condition` is false; for checking user input.
 template <typename... Args>
 void check_input(bool condition, fmt::format_string<Args...> format, Args&&... args) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -14,6 +15,7 @@ enum class Tag : int {
   Task = 2,    ///< rank 0 -> worker: a task (JSON)
   Result = 3,  ///< worker -> rank 0: a task result (JSON); the worker is ready again afterwards
   Done = 4,    ///< rank 0 -> worker: no more work, exit
+  Heartbeat = 5,  ///< worker -> rank 0: alive, and where its task is (JSON TaskProgress), every heartbeat_seconds
 };
 
 struct Message {
@@ -24,8 +26,8 @@ struct Message {
 
 class MpiSession {
  public:
-  /// Initialises MPI (when built with it, and when a launcher such as mpirun started the process) with
-  /// MPI_THREAD_FUNNELED; finalises on destruction. A process started alone is a world of one without MPI.
+  /// Initialises MPI (when built with it, and when a launcher such as mpirun started the process), asking for
+  /// MPI_THREAD_SERIALIZED; finalises on destruction. A process started alone is a world of one without MPI.
   MpiSession(int* argc, char*** argv);
   ~MpiSession();
   MpiSession(const MpiSession&) = delete;
@@ -37,10 +39,15 @@ class MpiSession {
   static bool available();
   /// The processor name (host) MPI reports, or the host name.
   std::string host() const;
+  /// Whether send() and receive() may be called from several threads (the library granted at least
+  /// MPI_THREAD_SERIALIZED; the session serialises the calls itself). Always true for a world of one.
+  bool threads_allowed() const { return threads_allowed_; }
 
-  /// Sends `payload` to `destination` (blocking until the buffer can be reused).
+  /// Sends `payload` to `destination` (blocking until the buffer can be reused). Messages from one rank to another
+  /// arrive in the order they were sent.
   void send(int destination, Tag tag, const std::string& payload);
-  /// Waits up to `timeout` for a message from any rank; sleeps `poll` between probes. nullopt on timeout.
+  /// Waits up to `timeout` for a message from any rank, sleeping between probes (20 µs at first, doubling up to
+  /// `poll`). nullopt on timeout.
   std::optional<Message> receive(std::chrono::milliseconds timeout,
                                  std::chrono::milliseconds poll = std::chrono::milliseconds(2));
   /// Ends every rank at once (after an unrecoverable error on one).
@@ -50,6 +57,8 @@ class MpiSession {
   int rank_ = 0;
   int size_ = 1;
   bool initialised_ = false;
+  bool threads_allowed_ = true;
+  std::mutex mutex_;  ///< one MPI call at a time
 };
 
 }  // namespace edgesweep

@@ -3,16 +3,23 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "edgesweep/common/mpi_session.h"
+#include "edgesweep/common/task.h"
 #include "edgesweep/orchestrator/spec.h"
 
 namespace edgesweep {
 
+/// Runs one task where it was handed out; returns its result (a failure as a result, never an exception).
+using TaskRunner = std::function<TaskResult(const Task&)>;
+
 struct RunOptions {
   bool resume = false;     ///< continue an experiment already in the store
   bool progress = true;    ///< print a progress line per finished task
+  bool summary = true;     ///< print the trials table (and the devices' fronts) at the end
+  TaskRunner runner;       ///< what runs a task when rank 0 is alone; empty: run_task (tests and benchmarks swap it)
 };
 
 /// The database file of an experiment.
@@ -26,8 +33,8 @@ std::filesystem::path baseline_cache_dir(const ExperimentSpec& spec);
 /// (0 all done, 1 some trials failed). Throws InputError for a spec/store mismatch (exit 2).
 int orchestrate(const ExperimentSpec& spec, const RunOptions& options, MpiSession& session);
 
-/// Ranks >= 1: pulls and runs tasks until rank 0 says there are no more.
-void serve_worker(MpiSession& session);
+/// Ranks >= 1: pulls and runs tasks (with `runner`; empty: run_task) until rank 0 says there are no more.
+void serve_worker(MpiSession& session, const TaskRunner& runner = {});
 
 /// Tells every worker rank to stop (rank 0, when it cannot run the experiment at all).
 void release_workers(MpiSession& session);

@@ -27,6 +27,9 @@ struct RunSettings {
   int64_t eval_batch_size = 256;
   int64_t max_attempts = 1;
   double latency_seconds = 0.5;  ///< in-process latency budget per batch size; 0 disables
+  double trial_timeout_seconds = 0;  ///< wall-clock limit of a task; 0: none
+  double heartbeat_seconds = 10;     ///< how often a worker rank reports its progress to rank 0
+  double heartbeat_timeout_seconds = 120;  ///< a worker silent this long while it holds a task is lost
 };
 
 /// [objectives]: what `edgesweep pareto` selects on unless the command line says otherwise.

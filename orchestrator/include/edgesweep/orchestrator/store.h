@@ -44,6 +44,18 @@ struct TrialRow {
   std::string error;
 };
 
+/// A rank of an experiment's latest run as rank 0 last heard from it.
+struct WorkerRow {
+  int64_t experiment_id = 0;
+  int64_t rank = 0;
+  std::string host;
+  int64_t pid = 0;
+  std::string state;     ///< idle | busy | lost | released
+  int64_t trial_id = 0;  ///< the task it holds (busy) or held when it was lost; 0: none
+  Json progress = Json::object();  ///< the task's progress (TaskProgress as JSON) from its last heartbeat
+  double heard = 0;      ///< Unix time in seconds of its last message
+};
+
 struct MetricRow {
   int64_t trial_id = 0;
   int64_t step = 0;  ///< epoch or stage index; -1 for final values
@@ -169,6 +181,14 @@ class Store {
   void mark_pending(int64_t trial_id);
   /// Re-queues every running trial of an experiment (after a crash); returns how many.
   int64_t requeue_running(int64_t experiment_id);
+
+  // Worker ranks.
+  /// Inserts or replaces the rows of (experiment, rank), in one transaction.
+  void record_workers(const std::vector<WorkerRow>& rows);
+  /// The worker rows of an experiment, by rank.
+  std::vector<WorkerRow> workers(int64_t experiment_id) const;
+  /// Forgets the worker rows of an experiment (a new run starts with its own ranks).
+  void clear_workers(int64_t experiment_id);
 
   // Metrics.
   void add_metrics(const std::vector<MetricRow>& rows);
