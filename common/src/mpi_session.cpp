@@ -14,6 +14,21 @@
 #endif
 
 namespace edgesweep {
+namespace {
+
+/// A group of one: nothing to sum with, nothing to copy.
+class SoloCollective : public Collective {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string backend() const override { return "mpi"; }
+  void allreduce_sum(float*, size_t) override {}
+  void broadcast(void*, size_t, int root) override {
+    check(root == 0, "broadcast from group rank {}: the group has 1 rank", root);
+  }
+};
+
+}  // namespace
 
 #if EDGESWEEP_WITH_MPI
 
@@ -40,9 +55,10 @@ bool started_by_launcher() {
 MpiSession::MpiSession(int* argc, char*** argv) {
   if (!started_by_launcher()) return;
   int provided = 0;
-  check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided), "init");
+  check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "init");
   initialised_ = true;
   threads_allowed_ = provided >= MPI_THREAD_SERIALIZED;
+  serialise_ = provided < MPI_THREAD_MULTIPLE;
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "comm rank");
   check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &size_), "comm size");
@@ -68,7 +84,7 @@ std::string MpiSession::host() const {
 
 void MpiSession::send(int destination, Tag tag, const std::string& payload) {
   check(initialised_, "cannot send to rank {}: this process was not started by an MPI launcher", destination);
-  const std::lock_guard lock(mutex_);
+  const auto lock = guard();
   check_mpi(MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_CHAR, destination, static_cast<int>(tag),
                      MPI_COMM_WORLD),
             "send");
@@ -84,7 +100,7 @@ std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, st
   // within microseconds, while a long wait still costs next to nothing.
   std::chrono::steady_clock::duration pause = std::chrono::microseconds(20);
   while (true) {
-    std::unique_lock lock(mutex_);
+    auto lock = guard();
     int flag = 0;
     MPI_Status status;
     check_mpi(MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &status), "probe");
@@ -100,7 +116,7 @@ std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, st
                 "receive");
       return message;
     }
-    lock.unlock();
+    if (lock.owns_lock()) lock.unlock();
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return std::nullopt;
     std::this_thread::sleep_for(std::min({pause, std::chrono::steady_clock::duration(poll), deadline - now}));
@@ -111,6 +127,63 @@ std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, st
 void MpiSession::abort(int code) {
   if (initialised_) MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);
+}
+
+std::unique_lock<std::mutex> MpiSession::guard() {
+  return serialise_ ? std::unique_lock<std::mutex>(mutex_) : std::unique_lock<std::mutex>(mutex_, std::defer_lock);
+}
+
+namespace {
+
+/// A group of ranks on an MPI communicator of its own. Counts over INT_MAX go in several calls.
+class MpiCollective : public Collective {
+ public:
+  MpiCollective(MpiSession& session, MPI_Comm comm) : session_(session), comm_(comm) {
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    check_mpi(MPI_Comm_rank(comm_, &rank_), "group rank");
+    check_mpi(MPI_Comm_size(comm_, &size_), "group size");
+  }
+  ~MpiCollective() override { MPI_Comm_free(&comm_); }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+  void allreduce_sum(float* data, size_t count) override {
+    const auto lock = session_.guard();
+    for (size_t done = 0; done < count;) {
+      const int part = static_cast<int>(std::min<size_t>(count - done, kMaxCount));
+      check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + done, part, MPI_FLOAT, MPI_SUM, comm_), "group all-reduce");
+      done += static_cast<size_t>(part);
+    }
+  }
+  void broadcast(void* data, size_t bytes, int root) override {
+    check(root >= 0 && root < size_, "broadcast from group rank {}: the group has {} rank(s)", root, size_);
+    const auto lock = session_.guard();
+    auto* bytes_at = static_cast<char*>(data);
+    for (size_t done = 0; done < bytes;) {
+      const int part = static_cast<int>(std::min<size_t>(bytes - done, kMaxCount));
+      check_mpi(MPI_Bcast(bytes_at + done, part, MPI_BYTE, root, comm_), "group broadcast");
+      done += static_cast<size_t>(part);
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxCount = 1u << 30;
+  MpiSession& session_;
+  MPI_Comm comm_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Collective> MpiSession::split(int color, int key) {
+  if (!initialised_) return std::make_unique<SoloCollective>();
+  MPI_Comm comm = MPI_COMM_NULL;
+  {
+    const auto lock = guard();
+    check_mpi(MPI_Comm_split(MPI_COMM_WORLD, color, key, &comm), "split the world into groups");
+  }
+  return std::make_unique<MpiCollective>(*this, comm);
 }
 
 #else  // a world of one
@@ -135,6 +208,10 @@ std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, st
 }
 
 void MpiSession::abort(int code) { std::_Exit(code); }
+
+std::unique_lock<std::mutex> MpiSession::guard() { return std::unique_lock<std::mutex>(mutex_, std::defer_lock); }
+
+std::unique_ptr<Collective> MpiSession::split(int, int) { return std::make_unique<SoloCollective>(); }
 
 #endif
 

@@ -3,9 +3,12 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+
+#include "edgesweep/common/collective.h"
 
 namespace edgesweep {
 
@@ -27,7 +30,7 @@ struct Message {
 class MpiSession {
  public:
   /// Initialises MPI (when built with it, and when a launcher such as mpirun started the process), asking for
-  /// MPI_THREAD_SERIALIZED; finalises on destruction. A process started alone is a world of one without MPI.
+  /// MPI_THREAD_MULTIPLE; finalises on destruction. A process started alone is a world of one without MPI.
   MpiSession(int* argc, char*** argv);
   ~MpiSession();
   MpiSession(const MpiSession&) = delete;
@@ -39,8 +42,9 @@ class MpiSession {
   static bool available();
   /// The processor name (host) MPI reports, or the host name.
   std::string host() const;
-  /// Whether send() and receive() may be called from several threads (the library granted at least
-  /// MPI_THREAD_SERIALIZED; the session serialises the calls itself). Always true for a world of one.
+  /// Whether send(), receive() and the groups' collectives may be called from several threads: the library
+  /// granted MPI_THREAD_MULTIPLE, or at least MPI_THREAD_SERIALIZED, in which case the session serialises every
+  /// call itself (a collective then holds back the heartbeat until it completes). Always true for a world of one.
   bool threads_allowed() const { return threads_allowed_; }
 
   /// Sends `payload` to `destination` (blocking until the buffer can be reused). Messages from one rank to another
@@ -53,12 +57,22 @@ class MpiSession {
   /// Ends every rank at once (after an unrecoverable error on one).
   [[noreturn]] void abort(int code);
 
+  /// Splits the world into groups: the ranks that give the same `color` form one, ordered by `key` (MPI_Comm_split;
+  /// every rank calls it, in the same order relative to other collectives). Returns this rank's group as an MPI
+  /// collective. A world of one returns a group of one.
+  std::unique_ptr<Collective> split(int color, int key);
+
  private:
   int rank_ = 0;
   int size_ = 1;
   bool initialised_ = false;
   bool threads_allowed_ = true;
-  std::mutex mutex_;  ///< one MPI call at a time
+  bool serialise_ = false;  ///< the library granted less than MPI_THREAD_MULTIPLE: one MPI call at a time
+  std::mutex mutex_;
+
+ public:
+  /// Holds the session's lock when MPI calls must be serialised; otherwise holds nothing. (For the groups.)
+  std::unique_lock<std::mutex> guard();
 };
 
 }  // namespace edgesweep

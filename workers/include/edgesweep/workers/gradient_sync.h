@@ -1,0 +1,44 @@
+// Data-parallel training's exchange between the ranks of one trial's group. After backward, each rank averages its
+// gradients with the others' in buckets of at most `bucket_bytes`, packed flat in reverse parameter order (the last
+// layers' gradients are ready first), as PyTorch's DistributedDataParallel buckets and Horovod's tensor fusion do: a
+// network's many small tensors then cost a few collective calls. The leader's parameters and buffers are copied to
+// the others at the start and whenever they may have drifted (batch-norm statistics, which DDP broadcasts too).
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "edgesweep/common/collective.h"
+
+namespace edgesweep {
+
+class GradientAverager {
+ public:
+  /// PyTorch DDP's default bucket cap (bucket_cap_mb = 25).
+  static constexpr size_t kDefaultBucketBytes = size_t{25} << 20;
+
+  /// Buckets over the float32 `parameters` that require gradients (others are left out); every rank of `group`
+  /// must pass the same parameters in the same order. Throws Error for a parameter of another dtype.
+  GradientAverager(Collective& group, std::vector<torch::Tensor> parameters,
+                   size_t bucket_bytes = kDefaultBucketBytes);
+
+  /// Replaces every gradient by its mean over the group (a parameter without a gradient counts as zeros, and gets
+  /// the mean). Every rank ends with the same gradients.
+  void average_gradients();
+
+  /// How many buckets (collective calls) one average_gradients() makes.
+  size_t buckets() const { return buckets_.size(); }
+
+  /// Copies the group leader's values of `tensors` (any dtype, CPU) to every rank, in place.
+  static void broadcast_from_leader(Collective& group, const std::vector<torch::Tensor>& tensors);
+
+ private:
+  Collective& group_;
+  std::vector<torch::Tensor> parameters_;
+  std::vector<std::vector<size_t>> buckets_;  ///< indices into parameters_, each within the byte cap
+  torch::Tensor flat_;                        ///< one bucket's values, packed
+};
+
+}  // namespace edgesweep
