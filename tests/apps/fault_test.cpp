@@ -182,8 +182,9 @@ std::optional<WorkerRow> worker_row(const fs::path& db, const std::string& name,
 
 bool process_alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
-/// The run's heartbeats: a worker is heard from every 0.2 s and lost after 4 s of silence.
-const char* const kFastHeartbeats = "heartbeat_seconds = 0.2\nheartbeat_timeout_seconds = 4\n";
+/// The run's heartbeats: a worker is heard from every 0.5 s and lost after 10 s of silence (twenty missed beats:
+/// a busy machine delays a heartbeat thread by far less).
+const char* const kFastHeartbeats = "heartbeat_seconds = 0.5\nheartbeat_timeout_seconds = 10\n";
 
 /// Faults of runs on three ranks (rank 0 hands out work, ranks 1 and 2 train) whose processes the test finds by a
 /// mark in their environment.
@@ -300,7 +301,7 @@ TEST_F(FaultTest, AWorkerStoppedPastItsHeartbeatIsReportedWithItsTaskAndTheRunEn
     EXPECT_TRUE(contains(status.out, "finetune, epoch ")) << status.out;
     ASSERT_EQ(::kill(worker, SIGSTOP), 0);
     before = done_trials(db, "stopped");
-    // Rank 1 finishes the sweep; the stopped rank is reported once silent for 4 s, and the run ends, not hangs.
+    // Rank 1 finishes the sweep; the stopped rank is reported once silent for 10 s, and the run ends, not hangs.
     const bool ended = run.wait(std::chrono::seconds(240));
     if (process_alive(worker)) ::kill(worker, SIGKILL);  // whatever the job left, this test started it
     ASSERT_TRUE(ended) << "the run hung on a stopped worker";
@@ -337,11 +338,12 @@ TEST_F(FaultTest, AWorkerStoppedPastItsHeartbeatIsReportedWithItsTaskAndTheRunEn
   expect_resume_finishes(spec, "stopped", before);
 }
 
-/// Two baselines (two learning rates) that each train far longer than the limit, with five trials each.
+/// Two baselines (two learning rates) that each train far longer than the limit (1000 epochs: over a minute here,
+/// the limit is 4 s), with five trials each.
 std::string slow_baselines(const std::string& name, const fs::path& results_dir) {
   return tiny_experiment(name, results_dir, "arch = \"small-cnn\"", kFinetunes,
-                         "epochs = 200\nlr = [0.05, 0.1]\nbatch_size = 64\n") +
-         "trial_timeout_seconds = 3\n";
+                         "epochs = 1000\nlr = [0.05, 0.1]\nbatch_size = 64\n") +
+         "trial_timeout_seconds = 4\n";
 }
 
 TEST_F(FaultTest, ATaskPastItsTimeLimitIsRecordedFailedAndItsRankTakesTheNextTask) {
@@ -357,12 +359,19 @@ TEST_F(FaultTest, ATaskPastItsTimeLimitIsRecordedFailedAndItsRankTakesTheNextTas
       }
       ++baselines;
       ranks.insert(row.worker);
-      EXPECT_EQ(row.error.rfind("timeout after 3 s (reached stage 1/1 train, epoch ", 0), 0u) << row.error;
+      EXPECT_EQ(row.error.rfind("timeout after 4 s (reached stage 1/1 train, epoch ", 0), 0u) << row.error;
       EXPECT_TRUE(store.artifacts(row.id).empty());
     }
     EXPECT_EQ(baselines, 2u);
     // Both ran on the one worker there is (rank 0 itself when alone): the first one's timeout freed it.
     EXPECT_EQ(ranks, std::set<int64_t>{mpi ? 1 : 0});
+    // The worker's row: released at the end, holding nothing, with its host and pid.
+    const std::optional<WorkerRow> row = worker_row(db, name, mpi ? 1 : 0);
+    ASSERT_TRUE(row.has_value()) << "no row of the worker rank";
+    EXPECT_EQ(row->state, "released");
+    EXPECT_EQ(row->trial_id, 0);
+    EXPECT_GT(row->pid, 0);
+    EXPECT_FALSE(row->host.empty());
   };
   const fs::path inline_spec = write_file("inline.toml", slow_baselines("inline", results_dir_));
   const ProcessResult alone = edgesweep({"run", inline_spec.string()});

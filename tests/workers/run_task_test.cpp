@@ -136,12 +136,13 @@ TEST_F(TrialPrefix, ADamagedKeptFileIsPassedOver) {
 
 TEST_F(TrialPrefix, ATaskPastItsTimeLimitStopsMidTrainingFailedWithTheLimitAndWhereItWas) {
   const fs::path results = folder_ / "timeout";
-  Task task = baseline_task(folder_ / "data", results, {0, 1, 2}, 200);  // far longer than its limit
-  task.timeout_seconds = 0.3;
+  // A million epochs: at a few hundred steps a second on any machine, far longer than the one-second limit.
+  Task task = baseline_task(folder_ / "data", results, {0, 1, 2}, 1000000);
+  task.timeout_seconds = 1;
   const TaskResult result = run_task(task);
   EXPECT_FALSE(result.ok);
-  EXPECT_EQ(result.error.rfind("timeout after 0.3 s (reached stage 1/1 train, epoch ", 0), 0u) << result.error;
-  EXPECT_NE(result.error.find("/200, step "), std::string::npos) << result.error;
+  EXPECT_EQ(result.error.rfind("timeout after 1 s (reached stage 1/1 train, epoch ", 0), 0u) << result.error;
+  EXPECT_NE(result.error.find("/1000000, step "), std::string::npos) << result.error;
   EXPECT_TRUE(result.artifacts.empty());
   EXPECT_EQ(count_files(results / "artifacts", ".pt"), 0u);
   // The limit was the task's own: the next task without one runs to the end.
