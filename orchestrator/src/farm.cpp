@@ -26,6 +26,7 @@
 #include "edgesweep/common/trial_config.h"
 #include "edgesweep/device_agents/auth.h"
 #include "edgesweep/device_agents/client.h"
+#include "unix_time.h"
 
 namespace edgesweep {
 namespace fs = std::filesystem;
@@ -35,10 +36,6 @@ using Clock = std::chrono::steady_clock;
 
 /// Where the Debian package puts Fashion-MNIST (the workers' default when [data] path is empty).
 const char* const packaged_fashion_mnist = "/usr/share/datasets/fashion-mnist";
-
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 /// A figure of a result object, NaN when absent or not a number.
 double number_or_nan(const Json& object, const char* key) {

@@ -28,6 +28,7 @@
 #include "edgesweep/orchestrator/store_lock.h"
 #include "edgesweep/orchestrator/tables.h"
 #include "edgesweep/workers/run_task.h"
+#include "unix_time.h"
 
 namespace edgesweep {
 namespace fs = std::filesystem;
@@ -385,21 +386,10 @@ void poll_farm(Farm& farm, const Scheduler& scheduler, const ExperimentSpec& spe
   farm.poll(spec.measure.during_training || scheduler.finished());
 }
 
-/// This machine's host name.
-std::string host_name() {
-  char name[256] = {0};
-  gethostname(name, sizeof name - 1);
-  return name;
-}
-
-/// Unix time in seconds, for the worker rows of the store.
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-void run_inline(Scheduler& scheduler, Farm& farm, const ExperimentSpec& spec, const TaskRunner& runner) {
+void run_inline(Scheduler& scheduler, Farm& farm, const ExperimentSpec& spec, const TaskRunner& runner,
+                const MpiSession& session) {
   // Rank 0 is its own worker: its row in the store follows the task's progress from the training loop.
-  WorkerRow self{scheduler.experiment_id(), 0, host_name(), static_cast<int64_t>(getpid()), "idle", 0,
+  WorkerRow self{scheduler.experiment_id(), 0, session.host(), static_cast<int64_t>(getpid()), "idle", 0,
                  Json::object(), unix_now()};
   const auto save = [&] {
     try {
@@ -704,7 +694,7 @@ int orchestrate(const ExperimentSpec& spec, const RunOptions& options, MpiSessio
     farm.start(options.resume);
     if (session.size() == 1) {
       spdlog::info("running '{}' in this process (no worker ranks)", spec.name);
-      run_inline(scheduler, farm, spec, options.runner);
+      run_inline(scheduler, farm, spec, options.runner, session);
     } else {
       spdlog::info("running '{}' on {} worker rank(s)", spec.name, session.size() - 1);
       lost = run_over_mpi(scheduler, session, farm, spec);

@@ -2,7 +2,6 @@
 #include "edgesweep/orchestrator/tables.h"
 
 #include <algorithm>
-#include <chrono>
 #include <map>
 
 #include <fmt/format.h>
@@ -10,6 +9,7 @@
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/progress.h"
 #include "edgesweep/orchestrator/spec.h"
+#include "unix_time.h"
 
 namespace edgesweep {
 namespace {
@@ -132,8 +132,7 @@ std::string format_trials(const Store& store, int64_t experiment_id, const std::
 }
 
 std::string format_status(const Store& store, std::optional<double> now) {
-  const double clock =
-      now ? *now : std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const double clock = now ? *now : unix_now();
   std::vector<std::vector<std::string>> rows;
   std::string ranks;
   for (const ExperimentRow& e : store.experiments()) {
