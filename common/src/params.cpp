@@ -291,6 +291,9 @@ std::map<std::string, SectionSpec> make_sections() {
                          real("heartbeat_timeout_seconds", 120.0, 1.0, 86400.0, false,
                               "a worker rank silent this long while it holds a task is reported lost with its task, "
                               "which fails; the run ends once the other ranks are done"),
+                         integer("ranks_per_trial", 1, 1, 4096, false,
+                                 "worker ranks that train one task together, data-parallel (each on its shard of every "
+                                 "batch, gradients averaged); must divide the worker ranks"),
                      }};
   sections["objectives"] = {
       "objectives",

@@ -1,6 +1,9 @@
 // The current task's progress, shared between the thread that trains and the thread that sends heartbeats.
 #include "edgesweep/common/progress.h"
 
+#include "edgesweep/common/collective.h"
+
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <optional>
@@ -16,6 +19,7 @@ struct State {
   Clock::time_point started = Clock::now();
   std::optional<Clock::time_point> deadline;
   double limit_seconds = 0;
+  bool enforce = true;  ///< whether step(), begin_stage() and check_deadline() throw past the deadline
   std::function<void(const TaskProgress&)> listener;
   double listener_interval = 0;
   std::optional<Clock::time_point> last_reported;
@@ -49,7 +53,7 @@ void report(State& s, std::unique_lock<std::mutex>& lock, bool force) {
 }
 
 void throw_if_late(const State& s) {
-  if (s.deadline && Clock::now() > *s.deadline) throw TrialTimeout(s.limit_seconds);
+  if (s.enforce && s.deadline && Clock::now() > *s.deadline) throw TrialTimeout(s.limit_seconds);
 }
 
 }  // namespace
@@ -64,13 +68,14 @@ std::string describe(const TaskProgress& p) {
 
 namespace task_progress {
 
-void begin_task(int64_t trial_id, double timeout_seconds) {
+void begin_task(int64_t trial_id, double timeout_seconds, bool enforce_limit) {
   State& s = state();
   std::unique_lock lock(s.mutex);
   s.progress = TaskProgress{};
   s.progress.trial_id = trial_id;
   s.started = Clock::now();
   s.limit_seconds = timeout_seconds;
+  s.enforce = enforce_limit;
   s.deadline.reset();
   if (timeout_seconds > 0) {
     s.deadline = s.started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds));
@@ -114,6 +119,18 @@ void check_deadline() {
   throw_if_late(s);
 }
 
+bool past_deadline() {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  return s.deadline && Clock::now() > *s.deadline;
+}
+
+double limit_seconds() {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  return s.limit_seconds;
+}
+
 TaskProgress snapshot() {
   State& s = state();
   std::lock_guard lock(s.mutex);
@@ -129,4 +146,14 @@ void set_listener(std::function<void(const TaskProgress&)> listener, double inte
 }
 
 }  // namespace task_progress
+
+namespace task_group {
+namespace {
+std::atomic<Collective*> current_group{nullptr};
+}
+Collective* current() { return current_group.load(); }
+Scope::Scope(Collective* group)
+    : previous_(current_group.exchange(group != nullptr && group->size() > 1 ? group : nullptr)) {}
+Scope::~Scope() { current_group.store(previous_); }
+}  // namespace task_group
 }  // namespace edgesweep

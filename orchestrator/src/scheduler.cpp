@@ -130,7 +130,7 @@ class Scheduler {
   /// The next task that can run, marked running on `worker` (one of `workers`); nullopt when nothing can start now.
   /// Of the tasks that can start, trials whose earlier stages another worker is computing now wait for it (the worker
   /// that finishes them reuses them) while others can go first.
-  std::optional<Task> next_task(int worker, int64_t workers) {
+  std::optional<Task> next_task(int worker, int64_t workers, int64_t ranks_per_task = 1) {
     // The pending tasks in id order, up to the first one pick_next_task would take without looking further (no
     // shared stages, or none running): a dispatch costs a few steps, not a pass over every task.
     std::vector<int64_t> ready;
@@ -153,11 +153,13 @@ class Scheduler {
     task.latency_seconds = spec_.run.latency_seconds;
     task.timeout_seconds = spec_.run.trial_timeout_seconds;
     task.heartbeat_seconds = spec_.run.heartbeat_seconds;
-    // Cores are shared by the tasks that will run side by side: the running ones and those about to start.
+    // Cores are shared by the tasks that will run side by side (the running ones and those about to start), each on
+    // `ranks_per_task` ranks.
     const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
     const int64_t side_by_side =
         std::max<int64_t>(1, std::min(workers, count(TrialStatus::Running) + runnable(workers)));
-    task.threads = spec_.run.threads > 0 ? spec_.run.threads : std::max<int64_t>(1, cores / side_by_side);
+    task.threads = spec_.run.threads > 0 ? spec_.run.threads
+                                         : std::max<int64_t>(1, cores / (side_by_side * ranks_per_task));
     from_json(row.config, task.config);
     if (row.kind != "baseline") {
       const auto artifacts = store_.artifacts(baseline_of(id));
@@ -475,61 +477,77 @@ class WorkerBook {
   Clock::time_point saved_{};
 };
 
-/// A task a worker rank holds: since when, and when the rank was last heard from.
+/// A task a group's leader holds: since when, and when the leader and each of its members were last heard from.
 struct Assignment {
   int64_t trial_id = 0;
   Clock::time_point started;
   Clock::time_point heard;
+  std::map<int, Clock::time_point> members_heard;
 };
 
 /// Runs the experiment over the worker ranks; returns why each rank lost on the way was given up on (silent past
 /// heartbeat_timeout_seconds while holding a task, or still running one long past trial_timeout_seconds).
-std::vector<std::string> run_over_mpi(Scheduler& scheduler, MpiSession& session, Farm& farm, const ExperimentSpec& spec) {
-  std::set<int> idle;                      // workers waiting for work
-  std::map<int, Assignment> running;       // worker -> its task
-  std::vector<int> lost;                   // workers given up on
+std::vector<std::string> run_over_mpi(Scheduler& scheduler, MpiSession& session, Farm& farm, const ExperimentSpec& spec,
+                                      const WorkerGroups& groups) {
+  std::set<int> idle;                      // leaders waiting for work
+  std::map<int, Assignment> running;       // leader -> its group's task
+  std::vector<int> lost;                   // ranks given up on
   std::vector<std::string> lost_reasons;
-  int active = session.size() - 1;         // workers neither released nor lost
+  int active = groups.groups();            // groups neither released nor lost
   WorkerBook book(scheduler.store(), scheduler.experiment_id(), session.size() - 1);
+  // A group's rows in the book: its leader's, then its members'.
+  const auto group_of = [&](int leader) {
+    std::vector<int> ranks{leader};
+    for (const int member : groups.members_of(leader)) ranks.push_back(member);
+    return ranks;
+  };
   const auto silence_limit =
       std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec.run.heartbeat_timeout_seconds));
   // A task past its limit stops itself at its next step; a rank that has not stopped it this much later is stuck.
   const double stuck_after = spec.run.trial_timeout_seconds + spec.run.heartbeat_timeout_seconds;
   const auto dispatch = [&](int worker) {
-    if (auto task = scheduler.next_task(worker, session.size() - 1)) {
+    if (auto task = scheduler.next_task(worker, groups.groups(), groups.ranks_per_trial)) {
       session.send(worker, Tag::Task, Json(*task).dump());
       const auto now = Clock::now();
-      running[worker] = Assignment{task->trial_id, now, now};
+      Assignment assignment{task->trial_id, now, now, {}};
+      for (const int member : groups.members_of(worker)) assignment.members_heard[member] = now;
+      running[worker] = std::move(assignment);
       idle.erase(worker);
-      WorkerRow& row = book[worker];
-      row.state = "busy";
-      row.trial_id = task->trial_id;
       TaskProgress starting;
       starting.trial_id = task->trial_id;
-      row.progress = Json(starting);
+      for (const int rank : group_of(worker)) {
+        WorkerRow& row = book[rank];
+        row.state = "busy";
+        row.trial_id = task->trial_id;
+        row.progress = Json(starting);
+      }
       book.changed();
       return true;
     }
     return false;
   };
-  const auto lose = [&](int worker, const std::string& why) {
-    const Assignment held = running.at(worker);
-    const WorkerRow& row = book[worker];
+  // Gives up on the group of `leader` because `silent` (the leader or one of its members) `why`.
+  const auto lose = [&](int leader, int silent, const std::string& why) {
+    const Assignment held = running.at(leader);
     TaskProgress progress;
     try {
-      from_json(row.progress, progress);
+      from_json(book[silent].progress, progress);
     } catch (const std::exception&) {
       // a row without progress yet
     }
-    const std::string reason =
-        fmt::format("{} {}; it held {} {} ({})", book.name(worker), why, scheduler.kind_of(held.trial_id),
-                    held.trial_id, describe(progress));
-    spdlog::error("{}; no more work goes to it", reason);
-    running.erase(worker);
-    lost.push_back(worker);
+    std::string reason = fmt::format("{} {}; it held {} {} ({})", book.name(silent), why,
+                                     scheduler.kind_of(held.trial_id), held.trial_id, describe(progress));
+    if (groups.ranks_per_trial > 1) {
+      reason += fmt::format(" in the group of ranks {}-{}", leader, leader + groups.ranks_per_trial - 1);
+    }
+    spdlog::error("{}; no more work goes to {}", reason, groups.ranks_per_trial > 1 ? "its group" : "it");
+    running.erase(leader);
     lost_reasons.push_back(reason);
     --active;
-    book[worker].state = "lost";
+    for (const int rank : group_of(leader)) {
+      lost.push_back(rank);
+      book[rank].state = "lost";
+    }
     book.changed();
     scheduler.abandon(held.trial_id, reason);
     book.save(true);
@@ -557,11 +575,15 @@ std::vector<std::string> run_over_mpi(Scheduler& scheduler, MpiSession& session,
       } catch (const std::exception& e) {
         spdlog::warn("rank 0: rank {} introduced itself unreadably: {}", source, e.what());
       }
-      idle.insert(source);
+      if (groups.leads(source)) idle.insert(source);
     } else if (message->tag == Tag::Heartbeat) {
-      auto held = running.find(source);
+      auto held = running.find(groups.leader_of(source));
       if (held == running.end()) return;  // sent just before its result; nothing to update
-      held->second.heard = Clock::now();
+      if (groups.leads(source)) {
+        held->second.heard = Clock::now();
+      } else {
+        held->second.members_heard[source] = Clock::now();
+      }
       try {
         Json progress = Json::parse(message->payload);
         // Alive either way; the progress only counts once it is that of the task rank 0 handed out.
@@ -579,17 +601,20 @@ std::vector<std::string> run_over_mpi(Scheduler& scheduler, MpiSession& session,
       }
       auto task = running.find(source);
       if (task == running.end()) {
-        spdlog::warn("rank 0: result from rank {}, which runs no task; ignored", source);
+        spdlog::warn("rank 0: result from rank {}, which {}; ignored", source,
+                     groups.leads(source) ? "runs no task" : "does not lead a group");
         return;
       }
       result.trial_id = task->second.trial_id;  // rank 0's own record of what that worker runs
       running.erase(task);
       scheduler.record(result);
       idle.insert(source);
-      WorkerRow& row = book[source];
-      row.state = "idle";
-      row.trial_id = 0;
-      row.progress = Json::object();
+      for (const int rank : group_of(source)) {
+        WorkerRow& row = book[rank];
+        row.state = "idle";
+        row.trial_id = 0;
+        row.progress = Json::object();
+      }
       book.changed();
     } else {
       spdlog::warn("rank 0: unexpected message tag {} from rank {}", static_cast<int>(message->tag), source);
@@ -600,8 +625,8 @@ std::vector<std::string> run_over_mpi(Scheduler& scheduler, MpiSession& session,
     for (int worker : std::vector<int>(idle.begin(), idle.end())) dispatch(worker);
     if (scheduler.finished()) {
       for (int worker : idle) {
-        session.send(worker, Tag::Done, "");
-        book[worker].state = "released";
+        session.send(worker, Tag::Done, "");  // the leader passes it on to its members
+        for (const int rank : group_of(worker)) book[rank].state = "released";
         book.changed();
         --active;
       }
@@ -618,15 +643,26 @@ std::vector<std::string> run_over_mpi(Scheduler& scheduler, MpiSession& session,
     // Ranks that hold a task and have gone silent, or run it far past its limit.
     const auto now = Clock::now();
     for (const auto& [worker, held] : std::map<int, Assignment>(running)) {
-      const double silent = std::chrono::duration<double>(now - held.heard).count();
+      // The rank of the group heard from longest ago.
+      int quiet = worker;
+      Clock::time_point heard = held.heard;
+      for (const auto& [member, when] : held.members_heard) {
+        if (when < heard) {
+          quiet = member;
+          heard = when;
+        }
+      }
+      const double silent = std::chrono::duration<double>(now - heard).count();
       const double busy = std::chrono::duration<double>(now - held.started).count();
-      if (now - held.heard > silence_limit) {
-        lose(worker, fmt::format("stopped answering: no heartbeat for {:.1f} s (limit {:g} s)", silent,
-                                 spec.run.heartbeat_timeout_seconds));
+      if (now - heard > silence_limit) {
+        lose(worker, quiet,
+             fmt::format("stopped answering: no heartbeat for {:.1f} s (limit {:g} s)", silent,
+                         spec.run.heartbeat_timeout_seconds));
       } else if (spec.run.trial_timeout_seconds > 0 && busy > stuck_after) {
-        lose(worker, fmt::format("did not stop its task at the limit: timeout after {:g} s, still running {:.0f} s "
-                                 "after it started",
-                                 spec.run.trial_timeout_seconds, busy));
+        lose(worker, worker,
+             fmt::format("did not stop its task at the limit: timeout after {:g} s, still running {:.0f} s after it "
+                         "started",
+                         spec.run.trial_timeout_seconds, busy));
       }
     }
     if (active == 0) break;
@@ -634,6 +670,31 @@ std::vector<std::string> run_over_mpi(Scheduler& scheduler, MpiSession& session,
   }
   book.save(true);
   return lost_reasons;
+}
+
+/// Checks [run] ranks_per_trial against the worker ranks, tells every worker how they are grouped, and makes the
+/// groups' communicators (every rank takes part in the split; rank 0 is alone in its own). Throws InputError before
+/// any worker is told when the layout is impossible.
+WorkerGroups start_workers(MpiSession& session, const ExperimentSpec& spec) {
+  const int workers = session.size() - 1;
+  const auto per_trial = static_cast<int>(spec.run.ranks_per_trial);
+  if (workers == 0) {
+    check_input(per_trial == 1,
+                "{}: [run] ranks_per_trial = {} needs worker ranks, and this run has none: start it with `mpirun -n "
+                "{} edgesweep run ...` (rank 0 and {} workers), or set ranks_per_trial = 1",
+                spec.path.string(), per_trial, per_trial + 1, per_trial);
+    return WorkerGroups{0, 1};
+  }
+  check_input(workers % per_trial == 0,
+              "{}: [run] ranks_per_trial = {} does not divide the {} worker rank(s) of this run (mpirun -n {}): start "
+              "{} ranks (rank 0 and a multiple of {} workers), or change ranks_per_trial",
+              spec.path.string(), per_trial, workers, session.size(), 1 + per_trial * std::max(1, workers / per_trial),
+              per_trial);
+  for (int rank = 1; rank <= workers; ++rank) {
+    session.send(rank, Tag::Setup, Json{{"ranks_per_trial", per_trial}}.dump());
+  }
+  if (per_trial > 1) session.split(0, 0);  // rank 0's own group of one, freed at once
+  return WorkerGroups{workers, per_trial};
 }
 
 }  // namespace
@@ -683,6 +744,7 @@ void print_device_fronts(const Store& store, const ExperimentSpec& spec, int64_t
 int orchestrate(const ExperimentSpec& spec, const RunOptions& options, MpiSession& session) {
   std::vector<std::string> lost;  // worker ranks given up on, and why
   int code = 0;
+  const WorkerGroups groups = start_workers(session, spec);
   {
     Store::check_writable(store_path(spec));  // a read-only store is named before its lock is even tried
     const StoreLock lock(store_path(spec));  // before anything is read or written: one run per store
@@ -696,8 +758,13 @@ int orchestrate(const ExperimentSpec& spec, const RunOptions& options, MpiSessio
       spdlog::info("running '{}' in this process (no worker ranks)", spec.name);
       run_inline(scheduler, farm, spec, options.runner, session);
     } else {
-      spdlog::info("running '{}' on {} worker rank(s)", spec.name, session.size() - 1);
-      lost = run_over_mpi(scheduler, session, farm, spec);
+      if (groups.ranks_per_trial > 1) {
+        spdlog::info("running '{}' on {} worker rank(s) in {} group(s) of {} (data-parallel tasks)", spec.name,
+                     groups.workers, groups.groups(), groups.ranks_per_trial);
+      } else {
+        spdlog::info("running '{}' on {} worker rank(s)", spec.name, session.size() - 1);
+      }
+      lost = run_over_mpi(scheduler, session, farm, spec, groups);
     }
     code = scheduler.finish();
     bool measurements_complete = true;

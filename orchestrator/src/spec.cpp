@@ -786,6 +786,7 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
   spec.run.trial_timeout_seconds = run["trial_timeout_seconds"].get<double>();
   spec.run.heartbeat_seconds = run["heartbeat_seconds"].get<double>();
   spec.run.heartbeat_timeout_seconds = run["heartbeat_timeout_seconds"].get<double>();
+  spec.run.ranks_per_trial = run["ranks_per_trial"].get<int64_t>();
   if (spec.run.heartbeat_timeout_seconds < 2 * spec.run.heartbeat_seconds) {
     const toml::node* at = root.at_path("run.heartbeat_timeout_seconds").node();
     if (at == nullptr) at = root.at_path("run.heartbeat_seconds").node();

@@ -1,15 +1,19 @@
-// The worker ranks' side of the control plane: pull a task, run it while a heartbeat thread reports its progress
-// to rank 0, send the result, until rank 0 says there is no more work.
+// The worker ranks' side of the control plane: take rank 0's layout of the worker groups, then pull a task, run it
+// (with the group's members, which the leader passes it to) while a heartbeat thread reports its progress to rank 0,
+// send the result, until rank 0 says there is no more work.
 #include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "edgesweep/common/collective.h"
+#include "edgesweep/common/error.h"
 #include "edgesweep/common/json.h"
 #include "edgesweep/common/progress.h"
 #include "edgesweep/common/task.h"
@@ -78,30 +82,78 @@ class HeartbeatSender {
 
 }  // namespace
 
-void serve_worker(MpiSession& session, const TaskRunner& runner) {
-  session.send(0, Tag::Ready, worker_hello(session));
+namespace {
+
+/// Runs one task on this rank (in its group, when it has one) while heartbeats report its progress.
+TaskResult run_one(MpiSession& session, const TaskRunner& runner, const std::string& payload, Collective* group) {
+  TaskResult result;
+  try {
+    Task task;
+    from_json(Json::parse(payload), task);
+    spdlog::info("{} {} starting{}", task.kind, task.trial_id,
+                 group != nullptr ? fmt::format(" (rank {} of its group of {})", group->rank(), group->size()) : "");
+    const HeartbeatSender heartbeat(session, task.heartbeat_seconds);
+    const task_group::Scope scope(group);
+    result = runner ? runner(task) : run_task(task);
+    spdlog::info("{} {} {} in {:.1f}s", task.kind, task.trial_id, result.ok ? "done" : "failed", result.seconds);
+    if (!result.ok) spdlog::info("{} {}: {}", task.kind, task.trial_id, result.error);
+  } catch (const std::exception& e) {
+    result.ok = false;
+    result.error = fmt::format("rank {} could not read its task: {}", session.rank(), e.what());
+  }
+  return result;
+}
+
+/// Waits for rank 0's first word: the groups' layout (Setup) or Done (it cannot run the experiment).
+std::optional<int> receive_layout(MpiSession& session) {
   while (true) {
     const auto message = session.receive(std::chrono::hours(24 * 365), std::chrono::milliseconds(5));
-    if (!message || message->tag == Tag::Done) return;
-    if (message->tag != Tag::Task) continue;
-    TaskResult result;
+    if (!message || message->tag == Tag::Done) return std::nullopt;
+    if (message->tag != Tag::Setup) continue;
     try {
-      Task task;
-      from_json(Json::parse(message->payload), task);
-      spdlog::info("{} {} starting", task.kind, task.trial_id);
-      const HeartbeatSender heartbeat(session, task.heartbeat_seconds);
-      result = runner ? runner(task) : run_task(task);
-      spdlog::info("{} {} {} in {:.1f}s", task.kind, task.trial_id, result.ok ? "done" : "failed", result.seconds);
+      return Json::parse(message->payload).at("ranks_per_trial").get<int>();
     } catch (const std::exception& e) {
-      result.ok = false;
-      result.error = fmt::format("rank {} could not read its task: {}", session.rank(), e.what());
+      throw Error(fmt::format("rank {}: unreadable layout from rank 0: {}", session.rank(), e.what()));
     }
+  }
+}
+
+}  // namespace
+
+void serve_worker(MpiSession& session, const TaskRunner& runner) {
+  const std::optional<int> ranks_per_trial = receive_layout(session);
+  if (!ranks_per_trial) return;
+  const WorkerGroups groups{session.size() - 1, *ranks_per_trial};
+  const int rank = session.rank();
+  const int leader = groups.leader_of(rank);
+  // Every rank takes part in the split, rank 0 too (alone in its own).
+  std::unique_ptr<Collective> group;
+  if (groups.ranks_per_trial > 1) group = session.split(leader, rank);
+  session.send(0, Tag::Ready, worker_hello(session));
+  const std::vector<int> members = groups.members_of(leader);
+  while (true) {
+    const auto message = session.receive(std::chrono::hours(24 * 365), std::chrono::milliseconds(5));
+    if (!message) return;
+    if (message->tag == Tag::Done) {
+      // A leader passes the end on, unless rank 0 told every rank itself (release_workers).
+      if (rank == leader && message->payload != "all") {
+        for (const int member : members) session.send(member, Tag::Done, "");
+      }
+      return;
+    }
+    if (message->tag != Tag::Task) continue;
+    if (rank != leader) {  // a member: trains with its leader; the leader's result is the task's
+      run_one(session, runner, message->payload, group.get());
+      continue;
+    }
+    for (const int member : members) session.send(member, Tag::Task, message->payload);
+    const TaskResult result = run_one(session, runner, message->payload, group.get());
     session.send(0, Tag::Result, Json(result).dump());
   }
 }
 
 void release_workers(MpiSession& session) {
-  for (int rank = 1; rank < session.size(); ++rank) session.send(rank, Tag::Done, "");
+  for (int rank = 1; rank < session.size(); ++rank) session.send(rank, Tag::Done, "all");
 }
 
 }  // namespace edgesweep

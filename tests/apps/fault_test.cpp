@@ -203,14 +203,15 @@ class FaultTest : public AppTest {
     return process_with(fmt::format("EDGESWEEP_FAULT_TEST={}", getpid()), fmt::format("OMPI_COMM_WORLD_RANK={}", rank));
   }
   /// After a fault that ended the run of experiment `name` (a baseline and five trials): what was done before it
-  /// is unchanged and nothing recorded is lost; then `--resume` on two ranks finishes the sweep redoing none of it.
+  /// is unchanged and nothing recorded is lost; then `--resume` on `ranks` ranks finishes the sweep redoing none of
+  /// it.
   void expect_resume_finishes(const fs::path& spec, const std::string& name,
-                              const std::map<int64_t, DoneTrial>& before) {
+                              const std::map<int64_t, DoneTrial>& before, int ranks = 2) {
     const fs::path db = results_dir_ / "edgesweep.db";
     const std::map<int64_t, DoneTrial> after_fault = done_trials(db, name);
     for (const auto& [id, trial] : before) EXPECT_EQ(after_fault.at(id), trial) << "trial " << id;
     expect_nothing_lost(results_dir_, name, false);
-    const ProcessResult resumed = edgesweep_mpi(2, {"run", "--resume", spec.string()});
+    const ProcessResult resumed = edgesweep_mpi(ranks, {"run", "--resume", spec.string()});
     ASSERT_FALSE(resumed.timed_out) << describe(resumed);
     ASSERT_EQ(resumed.exit_code, 0) << describe(resumed);
     const std::map<int64_t, DoneTrial> finished = done_trials(db, name);
@@ -338,6 +339,69 @@ TEST_F(FaultTest, AWorkerStoppedPastItsHeartbeatIsReportedWithItsTaskAndTheRunEn
   expect_resume_finishes(spec, "stopped", before);
 }
 
+TEST_F(FaultTest, AMemberOfADataParallelGroupStoppedLosesTheGroupWithItsTaskAndResumeFinishes) {
+  if (mpiexec_path().empty()) GTEST_SKIP() << "built without MPI";
+  const fs::path spec = write_file("member.toml", tiny_experiment("member", results_dir_, "arch = \"small-cnn\"",
+                                                                  kFinetunes) +
+                                                      kFastHeartbeats + "ranks_per_trial = 2\n");
+  const fs::path db = results_dir_ / "edgesweep.db";
+  std::map<int64_t, DoneTrial> before;
+  pid_t member = -1;
+  int run_exit = 0;
+  {
+    const std::unique_ptr<Child> run_pointer = start_run(spec, "member");
+    Child& run = *run_pointer;
+    ASSERT_TRUE(wait_for_done(run, db, "member", 2, 240)) << "no two done trials in time";
+    member = rank_pid(2);
+    ASSERT_GT(member, 0) << "rank 2 not found";
+    // Rank 2 trains with rank 1, and its own heartbeats show it.
+    std::optional<WorkerRow> busy;
+    const auto deadline = Clock::now() + std::chrono::seconds(120);
+    while (Clock::now() < deadline && !run.ended()) {
+      busy = worker_row(db, "member", 2);
+      if (busy && busy->state == "busy" && busy->progress.value("epochs", 0) > 0) break;
+      busy.reset();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(busy.has_value()) << "rank 2 was never seen training";
+    EXPECT_EQ(busy->pid, member);
+    ASSERT_EQ(::kill(member, SIGSTOP), 0);
+    before = done_trials(db, "member");
+    // Its leader waits for it in the gradient exchange; rank 0 notices the member's silence, gives up on the group,
+    // and the run ends, not hangs (no other group is left to finish the sweep).
+    const bool ended = run.wait(std::chrono::seconds(240));
+    for (int rank = 0; rank < 3; ++rank) {  // whatever the job left, this test started it
+      const pid_t left = rank_pid(rank);
+      if (process_alive(left)) ::kill(left, SIGKILL);
+    }
+    ASSERT_TRUE(ended) << "the run hung on a stopped member";
+    run_exit = run.exit_code();
+  }
+  EXPECT_NE(run_exit, 0);
+  const std::string log = read_log(folder_ / "member-run.log");
+  EXPECT_TRUE(contains(log, fmt::format("lost: rank 2 (pid {} on ", member))) << log;
+  EXPECT_TRUE(contains(log, "in the group of ranks 1-2")) << log;
+  {
+    const Store store = Store::open(db, Store::Mode::ReadOnly);
+    int64_t held = 0;
+    for (const TrialRow& row : trials_of(store, "member")) {
+      if (row.status != TrialStatus::Failed) continue;
+      EXPECT_EQ(held, 0) << "a second failed trial " << row.id;
+      held = row.id;
+      EXPECT_EQ(row.worker, 1);  // the group's leader held it
+      EXPECT_TRUE(contains(row.error, "rank 2")) << row.error;
+      EXPECT_TRUE(contains(row.error, "stopped answering")) << row.error;
+    }
+    EXPECT_GT(held, 0) << "no trial failed with the stopped member";
+    for (const int64_t rank : {1, 2}) {
+      const std::optional<WorkerRow> row = worker_row(db, "member", rank);
+      ASSERT_TRUE(row.has_value()) << "rank " << rank;
+      EXPECT_EQ(row->state, "lost") << "rank " << rank;
+    }
+  }
+  expect_resume_finishes(spec, "member", before, 3);
+}
+
 /// Two baselines (two learning rates) that each train far longer than the limit (1000 epochs: over a minute here,
 /// the limit is 4 s), with five trials each.
 std::string slow_baselines(const std::string& name, const fs::path& results_dir) {
@@ -384,6 +448,16 @@ TEST_F(FaultTest, ATaskPastItsTimeLimitIsRecordedFailedAndItsRankTakesTheNextTas
   ASSERT_FALSE(over_mpi.timed_out) << describe(over_mpi);
   EXPECT_EQ(over_mpi.exit_code, 1) << describe(over_mpi);
   check_timed_out(folder_ / "mpi-results" / "edgesweep.db", "mpi", true);
+  // A data-parallel group (ranks 1 and 2) stops together at its leader's limit, and takes the next task.
+  const fs::path group_spec =
+      write_file("group.toml", slow_baselines("group", folder_ / "group-results") + "ranks_per_trial = 2\n");
+  const ProcessResult in_group = edgesweep_mpi(3, {"run", group_spec.string()});
+  ASSERT_FALSE(in_group.timed_out) << describe(in_group);
+  EXPECT_EQ(in_group.exit_code, 1) << describe(in_group);
+  check_timed_out(folder_ / "group-results" / "edgesweep.db", "group", true);
+  const std::optional<WorkerRow> member = worker_row(folder_ / "group-results" / "edgesweep.db", "group", 2);
+  ASSERT_TRUE(member.has_value()) << "no row of the group's member";
+  EXPECT_EQ(member->state, "released");
 }
 
 TEST_F(FaultTest, TheDiskFillingUpMidSweepLosesNothingAndResumeFinishesOnceThereIsRoom) {

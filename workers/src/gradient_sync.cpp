@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/progress.h"
 
 namespace edgesweep {
 
@@ -32,10 +33,9 @@ GradientAverager::GradientAverager(Collective& group, std::vector<torch::Tensor>
   flat_ = torch::empty({static_cast<int64_t>(largest / sizeof(float))}, torch::kFloat32);
 }
 
-void GradientAverager::average_gradients() {
+void GradientAverager::sum_weighted_gradients(double weight) {
   if (group_.size() == 1) return;
   torch::NoGradGuard no_grad;
-  const float scale = 1.0f / static_cast<float>(group_.size());
   for (const std::vector<size_t>& bucket : buckets_) {
     int64_t offset = 0;
     for (const size_t k : bucket) {
@@ -48,8 +48,8 @@ void GradientAverager::average_gradients() {
       }
       offset += n;
     }
+    flat_.narrow(0, 0, offset).mul_(weight);
     group_.allreduce_sum(flat_.data_ptr<float>(), static_cast<size_t>(offset));
-    flat_.narrow(0, 0, offset).mul_(scale);
     offset = 0;
     for (const size_t k : bucket) {
       torch::Tensor p = parameters_[k];
@@ -61,16 +61,91 @@ void GradientAverager::average_gradients() {
   }
 }
 
-void GradientAverager::broadcast_from_leader(Collective& group, const std::vector<torch::Tensor>& tensors) {
+void GradientAverager::broadcast_from_leader(Collective& group, const std::vector<torch::Tensor>& tensors,
+                                             size_t bucket_bytes) {
   if (group.size() == 1) return;
+  check(bucket_bytes > 0, "broadcast buckets need a positive byte cap");
   torch::NoGradGuard no_grad;
+  // Tensors are packed byte for byte into buckets of at most `bucket_bytes` (a larger tensor goes alone).
+  std::vector<torch::Tensor> bucket;
+  size_t bytes = 0;
+  const auto flush = [&] {
+    if (bucket.empty()) return;
+    torch::Tensor flat = torch::empty({static_cast<int64_t>(bytes)}, torch::kUInt8);
+    int64_t offset = 0;
+    if (group.rank() == 0) {
+      for (const torch::Tensor& t : bucket) {
+        const auto n = static_cast<int64_t>(t.nbytes());
+        flat.narrow(0, offset, n).copy_(t.contiguous().view({-1}).view(torch::kUInt8));
+        offset += n;
+      }
+    }
+    group.broadcast(flat.data_ptr(), bytes, 0);
+    if (group.rank() != 0) {
+      offset = 0;
+      for (const torch::Tensor& t : bucket) {
+        const auto n = static_cast<int64_t>(t.nbytes());
+        torch::Tensor values = flat.narrow(0, offset, n).view(t.scalar_type()).view(t.sizes());
+        t.copy_(values);
+        offset += n;
+      }
+    }
+    bucket.clear();
+    bytes = 0;
+  };
   for (const torch::Tensor& t : tensors) {
     if (!t.defined() || t.numel() == 0) continue;
     check(t.device().is_cpu(), "broadcast: a tensor on {} (the MPI group copies host memory)", t.device().str());
-    torch::Tensor values = t.is_contiguous() ? t : t.contiguous();
-    group.broadcast(values.data_ptr(), values.nbytes(), 0);
-    if (!values.is_same(t)) t.copy_(values);
+    if (!bucket.empty() && bytes + t.nbytes() > bucket_bytes) flush();
+    bucket.push_back(t);
+    bytes += t.nbytes();
   }
+  flush();
 }
+
+namespace group_task {
+
+bool leader() {
+  const Collective* group = task_group::current();
+  return group == nullptr || group->rank() == 0;
+}
+
+int size() {
+  const Collective* group = task_group::current();
+  return group == nullptr ? 1 : group->size();
+}
+
+double computed_by_leader(const std::function<double()>& compute) {
+  Collective* group = task_group::current();
+  if (group == nullptr) return compute();
+  // [status, value]: status 0 done, 1 past the time limit, 2 the computation failed.
+  double shared[2] = {0, 0};
+  std::exception_ptr failure;
+  if (group->rank() == 0) {
+    try {
+      shared[1] = compute();
+      if (task_progress::past_deadline()) shared[0] = 1;
+    } catch (...) {
+      failure = std::current_exception();
+      shared[0] = 2;
+    }
+  }
+  group->broadcast(shared, sizeof shared, 0);
+  if (shared[0] == 1) throw TrialTimeout(task_progress::limit_seconds());
+  if (shared[0] == 2) {
+    if (failure) std::rethrow_exception(failure);
+    throw Error("the group's leader failed (its result carries the error)");
+  }
+  return shared[1];
+}
+
+int64_t leader_value(int64_t value) {
+  Collective* group = task_group::current();
+  if (group == nullptr) return value;
+  group->broadcast(&value, sizeof value, 0);
+  return value;
+}
+
+}  // namespace group_task
 
 }  // namespace edgesweep

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "edgesweep/common/collective.h"
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/file_io.h"
 #include "edgesweep/common/hash.h"
@@ -17,6 +18,7 @@
 #include "edgesweep/workers/import_torchscript.h"
 #include "edgesweep/workers/compress/compressed_size.h"
 #include "edgesweep/workers/compress/quantize.h"
+#include "edgesweep/workers/gradient_sync.h"
 #include "edgesweep/workers/measure_latency.h"
 #include "edgesweep/workers/stages.h"
 #include "edgesweep/workers/torchscript.h"
@@ -175,32 +177,48 @@ fs::path prefix_file(const Task& task, const std::string& key, const std::string
   return fs::path(task.results_dir) / "prefixes" / (key + extension);
 }
 
-/// The longest prefix of the trial's pipeline (before its last stage) kept by an earlier trial, if any.
+/// The model a trial kept after the first `stages` stages, if it is there and intact.
+std::optional<PrefixState> read_prefix(const Task& task, size_t stages) {
+  const std::string key = prefix_key(task, stages);
+  const fs::path model_path = prefix_file(task, key, ".pt");
+  const fs::path sidecar_path = prefix_file(task, key, ".json");
+  if (!fs::exists(model_path) || !fs::exists(sidecar_path)) return std::nullopt;
+  try {
+    std::ifstream in(sidecar_path);
+    const Json sidecar = Json::parse(in);
+    if (sidecar.at("sha256").get<std::string>() != sha256_file(model_path)) {
+      spdlog::warn("kept stages '{}' do not match their recorded sha256; not used", model_path.string());
+      return std::nullopt;
+    }
+    PrefixState state;
+    state.stages = stages;
+    state.model = load_graph_module(model_path).model;
+    state.metrics = sidecar.at("metrics").get<std::vector<Metric>>();
+    state.epoch_offset = sidecar.at("epoch_offset").get<int64_t>();
+    state.keep_zero_weights = sidecar.at("keep_zero_weights").get<bool>();
+    return state;
+  } catch (const std::exception& e) {
+    spdlog::warn("kept stages '{}' are unreadable ({}); not used", model_path.string(), e.what());
+    return std::nullopt;
+  }
+}
+
+/// The longest prefix of the trial's pipeline (before its last stage) kept by an earlier trial, if any. In a
+/// data-parallel group the leader looks and the others start where it starts (another group may keep a longer
+/// prefix meanwhile).
 std::optional<PrefixState> take_prefix(const Task& task) {
-  for (size_t stages = task.config.pipeline.size() - 1; stages >= 1; --stages) {
-    const std::string key = prefix_key(task, stages);
-    const fs::path model_path = prefix_file(task, key, ".pt");
-    const fs::path sidecar_path = prefix_file(task, key, ".json");
-    if (!fs::exists(model_path) || !fs::exists(sidecar_path)) continue;
-    try {
-      std::ifstream in(sidecar_path);
-      const Json sidecar = Json::parse(in);
-      if (sidecar.at("sha256").get<std::string>() != sha256_file(model_path)) {
-        spdlog::warn("kept stages '{}' do not match their recorded sha256; not used", model_path.string());
-        continue;
-      }
-      PrefixState state;
-      state.stages = stages;
-      state.model = load_graph_module(model_path).model;
-      state.metrics = sidecar.at("metrics").get<std::vector<Metric>>();
-      state.epoch_offset = sidecar.at("epoch_offset").get<int64_t>();
-      state.keep_zero_weights = sidecar.at("keep_zero_weights").get<bool>();
-      return state;
-    } catch (const std::exception& e) {
-      spdlog::warn("kept stages '{}' are unreadable ({}); not used", model_path.string(), e.what());
+  std::optional<PrefixState> found;
+  if (group_task::leader()) {
+    for (size_t stages = task.config.pipeline.size() - 1; stages >= 1 && !found; --stages) {
+      found = read_prefix(task, stages);
     }
   }
-  return std::nullopt;
+  const auto stages = static_cast<size_t>(group_task::leader_value(found ? static_cast<int64_t>(found->stages) : 0));
+  if (group_task::leader() || stages == 0) return found;
+  found = read_prefix(task, stages);
+  check(found.has_value(), "the group's leader starts after stage {} from '{}', which this rank cannot read",
+        stages - 1, prefix_file(task, prefix_key(task, stages), ".pt").string());
+  return found;
 }
 
 /// Keeps the model after the first `stages` stages for later trials; a failure to write only costs the reuse.
@@ -231,7 +249,8 @@ void keep_prefix(const Task& task, size_t stages, const GraphModule& model, cons
 }
 
 void run_baseline(const Task& task, TaskResult& result) {
-  if (take_cached_baseline(task, result)) return;
+  const bool cached = group_task::leader() && take_cached_baseline(task, result);
+  if (group_task::leader_value(cached ? 1 : 0) != 0) return;
   const auto data = load_data_cached(task.config.data, task.config.seed);
   torch::manual_seed(task.config.seed);
   const auto classes = static_cast<int64_t>(data->class_names.size());
@@ -249,6 +268,8 @@ void run_baseline(const Task& task, TaskResult& result) {
   stage.params["reinitialize"] = false;
   task_progress::begin_stage("train", 0, 1);
   model = find_stage("train")(model, stage, context);
+  if (!group_task::leader()) return;  // the group's leader evaluates, exports and reports
+  const task_group::Scope alone(nullptr);
   const double accuracy = evaluate_accuracy(model, data->test, data->mean, data->std, task.eval_batch_size);
   metrics.push_back({-1, "test_accuracy", accuracy});
   metrics.push_back({-1, "params", static_cast<double>(count_params(model->graph()))});
@@ -300,8 +321,10 @@ void run_trial(const Task& task, TaskResult& result) {
     } catch (...) {
       rethrow_with_context(fmt::format("stage {} ({})", i, stage.stage));
     }
-    if (i + 1 < stages && !context.scripted) keep_prefix(task, i + 1, model, context);
+    if (i + 1 < stages && !context.scripted && group_task::leader()) keep_prefix(task, i + 1, model, context);
   }
+  if (!group_task::leader()) return;  // the group's leader evaluates, exports and reports
+  const task_group::Scope alone(nullptr);
   metrics.push_back({-1, "reused_stages", static_cast<double>(first)});
   ScriptedModel* scripted = context.scripted.get();
   const double accuracy =
@@ -335,7 +358,8 @@ TaskResult run_task(const Task& task) {
   const auto start = std::chrono::steady_clock::now();
   TaskResult result;
   result.trial_id = task.trial_id;
-  task_progress::begin_task(task.trial_id, task.timeout_seconds);
+  // A data-parallel group stops together when its leader is past the limit (at a step's or an evaluation's exchange).
+  task_progress::begin_task(task.trial_id, task.timeout_seconds, task_group::current() == nullptr);
   try {
     torch::set_num_threads(static_cast<int>(std::max<int64_t>(1, task.threads)));
     if (task.kind == "baseline") {

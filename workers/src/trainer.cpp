@@ -7,10 +7,17 @@
 
 #include <torch/torch.h>
 
+#include "edgesweep/common/collective.h"
 #include "edgesweep/common/error.h"
 #include "edgesweep/common/progress.h"
+#include "edgesweep/workers/gradient_sync.h"
 
 namespace edgesweep {
+namespace {
+/// Top-1 accuracy on this rank.
+double evaluate_here(GraphModule& model, const Dataset& dataset, const std::vector<double>& mean,
+                     const std::vector<double>& std, int64_t batch_size);
+}  // namespace
 
 double learning_rate_at(const TrainConfig& config, int64_t step, int64_t steps_per_epoch, int64_t total_steps) {
   if (config.lr_schedule == "step") {
@@ -43,8 +50,26 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
                                                                              .nesterov(config.nesterov)
                                                                              .weight_decay(config.weight_decay));
   }
+  // Data-parallel (a group is current): every rank draws the same global batches and augmentations from the same
+  // generator and trains on its own contiguous shard of each; the shards' gradients are summed weighted by their
+  // share of the batch, so the step is the global batch's. The leader's parameters and buffers are copied to the
+  // others at the start and at every epoch, and its buffers (batch-norm statistics, fake-quant observers) before every
+  // step, as DistributedDataParallel does. Only the leader's past_deadline() stops the group, at a step's exchange.
+  Collective* group = task_group::current();
+  const int64_t ranks = group != nullptr ? group->size() : 1;
+  const int64_t rank = group != nullptr ? group->rank() : 0;
+  std::unique_ptr<GradientAverager> averager;
+  std::vector<torch::Tensor> buffers;
+  std::vector<torch::Tensor> state;  // parameters, then buffers
+  if (group != nullptr) {
+    averager = std::make_unique<GradientAverager>(*group, parameters);
+    buffers = model->buffers();
+    state = parameters;
+    state.insert(state.end(), buffers.begin(), buffers.end());
+  }
   torch::Generator generator = at::detail::createCPUGenerator(seed);
-  torch::manual_seed(seed);  // dropout draws from the global generator
+  // Dropout draws from the global generator; the ranks of a group draw different masks for their different shards.
+  torch::manual_seed(seed + static_cast<uint64_t>(rank) * 0x9E3779B97F4A7C15ULL);
   const int64_t steps_per_epoch = (data.train.size() + config.batch_size - 1) / config.batch_size;
   const int64_t total_steps = steps_per_epoch * config.epochs;
   const int64_t padding = data.input_shape.height <= 28 ? 2 : 4;
@@ -52,6 +77,7 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
   int64_t step = 0;
   for (int64_t epoch = 1; epoch <= config.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
+    if (group != nullptr) GradientAverager::broadcast_from_leader(*group, state);
     model->train();
     EpochRecord record;
     record.epoch = epoch;
@@ -60,25 +86,49 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
     int64_t correct = 0, seen = 0;
     for (const auto& batch : make_batches(data.train.size(), config.batch_size, true, &generator)) {
       const double lr = learning_rate_at(config, step, steps_per_epoch, total_steps);
-      for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+      for (auto& param_group : optimizer->param_groups()) param_group.options().set_lr(lr);
       auto images = data.train.images.index_select(0, batch);
       if (augment) images = augment_images(images, padding, generator);
-      const auto inputs = normalize_images(images, data.mean, data.std);
-      const auto labels = data.train.labels.index_select(0, batch);
+      auto inputs = normalize_images(images, data.mean, data.std);
+      auto labels = data.train.labels.index_select(0, batch);
+      const int64_t global = batch.size(0);
+      int64_t mine = global;
+      if (group != nullptr) {  // this rank's shard: rows [global * rank / ranks, global * (rank + 1) / ranks)
+        const int64_t first = global * rank / ranks;
+        mine = global * (rank + 1) / ranks - first;
+        inputs = inputs.narrow(0, first, mine);
+        labels = labels.narrow(0, first, mine);
+        GradientAverager::broadcast_from_leader(*group, buffers);
+      }
       optimizer->zero_grad();
-      const auto logits = model->forward(inputs);
-      const auto loss =
-          hooks.loss ? hooks.loss(logits, labels, inputs) : torch::nn::functional::cross_entropy(logits, labels);
-      const double loss_value = loss.item<double>();
+      torch::Tensor logits, loss;
+      double loss_value = 0;
+      int64_t right = 0;
+      if (mine > 0) {
+        logits = model->forward(inputs);
+        loss = hooks.loss ? hooks.loss(logits, labels, inputs) : torch::nn::functional::cross_entropy(logits, labels);
+        loss_value = loss.item<double>();
+        right = logits.argmax(1).eq(labels).sum().item<int64_t>();
+      }
+      if (group != nullptr) {
+        // The batch's loss and correct answers over the group, and whether the leader is past the task's limit.
+        float totals[3] = {static_cast<float>(loss_value * static_cast<double>(mine)), static_cast<float>(right),
+                           rank == 0 && task_progress::past_deadline() ? 1.0f : 0.0f};
+        group->allreduce_sum(totals, 3);
+        if (totals[2] > 0) throw TrialTimeout(task_progress::limit_seconds());
+        loss_value = static_cast<double>(totals[0]) / static_cast<double>(global);
+        right = static_cast<int64_t>(std::lround(totals[1]));
+      }
       check(std::isfinite(loss_value), "loss became {} at epoch {}, batch {} (learning rate {}); training diverged",
             loss_value, epoch, step - (epoch - 1) * steps_per_epoch + 1, lr);
-      loss.backward();
+      if (mine > 0) loss.backward();
+      if (averager) averager->sum_weighted_gradients(static_cast<double>(mine) / static_cast<double>(global));
       if (hooks.after_backward) hooks.after_backward();
       optimizer->step();
       if (hooks.after_step) hooks.after_step();
-      loss_sum += loss_value * static_cast<double>(batch.size(0));
-      correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
-      seen += batch.size(0);
+      loss_sum += loss_value * static_cast<double>(global);
+      correct += right;
+      seen += global;
       ++step;
       task_progress::step(epoch, config.epochs, step - (epoch - 1) * steps_per_epoch, steps_per_epoch);
     }
@@ -98,6 +148,14 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
 double evaluate_accuracy(GraphModule& model, const Dataset& dataset, const std::vector<double>& mean,
                          const std::vector<double>& std, int64_t batch_size) {
   check(dataset.size() > 0, "cannot evaluate on an empty dataset");
+  // In a data-parallel group the leader evaluates and the others take its figure.
+  return group_task::computed_by_leader([&] { return evaluate_here(model, dataset, mean, std, batch_size); });
+}
+
+namespace {
+
+double evaluate_here(GraphModule& model, const Dataset& dataset, const std::vector<double>& mean,
+                     const std::vector<double>& std, int64_t batch_size) {
   const bool was_training = model->is_training();
   model->eval();
   torch::NoGradGuard no_grad;
@@ -112,4 +170,5 @@ double evaluate_accuracy(GraphModule& model, const Dataset& dataset, const std::
   return 100.0 * static_cast<double>(correct) / static_cast<double>(dataset.size());
 }
 
+}  // namespace
 }  // namespace edgesweep

@@ -13,6 +13,7 @@
 #include "edgesweep/common/file_io.h"
 #include "edgesweep/common/progress.h"
 #include "edgesweep/workers/compress/quantize.h"
+#include "edgesweep/workers/gradient_sync.h"
 #include "edgesweep/workers/torchscript.h"
 
 namespace edgesweep {
@@ -348,14 +349,17 @@ void save_scripted_model(const ScriptedModel& model, const Json& metadata, const
 double evaluate_scripted_accuracy(ScriptedModel& model, const Dataset& dataset, const std::vector<double>& mean,
                                   const std::vector<double>& std, int64_t batch_size) {
   check(dataset.size() > 0, "cannot evaluate on an empty dataset");
-  torch::NoGradGuard no_grad;
-  int64_t correct = 0;
-  for (const auto& batch : make_batches(dataset.size(), batch_size, false, nullptr)) {
-    const auto logits = model.forward(normalize_images(dataset.images.index_select(0, batch), mean, std));
-    correct += logits.argmax(1).eq(dataset.labels.index_select(0, batch)).sum().item<int64_t>();
-    task_progress::check_deadline();
-  }
-  return 100.0 * static_cast<double>(correct) / static_cast<double>(dataset.size());
+  // In a data-parallel group the leader evaluates and the others take its figure.
+  return group_task::computed_by_leader([&] {
+    torch::NoGradGuard no_grad;
+    int64_t correct = 0;
+    for (const auto& batch : make_batches(dataset.size(), batch_size, false, nullptr)) {
+      const auto logits = model.forward(normalize_images(dataset.images.index_select(0, batch), mean, std));
+      correct += logits.argmax(1).eq(dataset.labels.index_select(0, batch)).sum().item<int64_t>();
+      task_progress::check_deadline();
+    }
+    return 100.0 * static_cast<double>(correct) / static_cast<double>(dataset.size());
+  });
 }
 
 }  // namespace edgesweep

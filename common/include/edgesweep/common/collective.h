@@ -25,6 +25,23 @@ class Collective {
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
 };
 
+/// The group the current task runs on: set by a worker rank around each task it runs with others (a data-parallel
+/// trial), read by the training loop and the evaluations. None (nullptr) while a task runs on one rank.
+namespace task_group {
+Collective* current();
+/// Makes `group` current for its lifetime (nullptr or a group of one: none), then restores the previous one.
+class Scope {
+ public:
+  explicit Scope(Collective* group);
+  ~Scope();
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+
+ private:
+  Collective* previous_;
+};
+}  // namespace task_group
+
 /// NCCL's communicator id, made by the group's leader and sent to the others over `bootstrap` (the group's MPI
 /// collective); every rank returns the leader's id. Throws Error when this build has no NCCL.
 std::vector<unsigned char> nccl_unique_id(Collective& bootstrap);

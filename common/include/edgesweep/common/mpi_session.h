@@ -14,11 +14,12 @@ namespace edgesweep {
 
 /// Message tags of the control plane.
 enum class Tag : int {
-  Ready = 1,   ///< worker -> rank 0: give me work
-  Task = 2,    ///< rank 0 -> worker: a task (JSON)
+  Ready = 1,   ///< worker -> rank 0: here I am (JSON host and pid); a group's leader: give me work
+  Task = 2,    ///< rank 0 -> a group's leader, and the leader -> its members: a task (JSON)
   Result = 3,  ///< worker -> rank 0: a task result (JSON); the worker is ready again afterwards
-  Done = 4,    ///< rank 0 -> worker: no more work, exit
+  Done = 4,    ///< rank 0 -> worker (and a leader -> its members): no more work, exit
   Heartbeat = 5,  ///< worker -> rank 0: alive, and where its task is (JSON TaskProgress), every heartbeat_seconds
+  Setup = 6,      ///< rank 0 -> worker, first: how the workers are grouped (JSON {"ranks_per_trial": k})
 };
 
 struct Message {

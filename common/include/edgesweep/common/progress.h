@@ -33,8 +33,10 @@ std::string describe(const TaskProgress& progress);
 /// The process's current task. Every function is safe to call from any thread.
 namespace task_progress {
 
-/// Starts a task: progress reset, its limit counted from now (`timeout_seconds` <= 0: none).
-void begin_task(int64_t trial_id, double timeout_seconds);
+/// Starts a task: progress reset, its limit counted from now (`timeout_seconds` <= 0: none). Without
+/// `enforce_limit`, step(), begin_stage() and check_deadline() never throw and only past_deadline() tells: the ranks
+/// of a data-parallel group stop together, where their leader's past_deadline() is shared with them.
+void begin_task(int64_t trial_id, double timeout_seconds, bool enforce_limit = true);
 /// Ends the task (no limit applies until the next one begins).
 void end_task();
 /// A stage begins (epoch and step reset).
@@ -43,6 +45,10 @@ void begin_stage(const std::string& name, int64_t index, int64_t count);
 void step(int64_t epoch, int64_t epochs, int64_t step, int64_t steps);
 /// Throws TrialTimeout when the task is past its limit (for loops that are not training steps).
 void check_deadline();
+/// Whether the task is past its limit (without throwing).
+bool past_deadline();
+/// The task's limit in seconds (0: none).
+double limit_seconds();
 /// The progress so far.
 TaskProgress snapshot();
 

@@ -30,6 +30,7 @@ struct RunSettings {
   double trial_timeout_seconds = 0;  ///< wall-clock limit of a task; 0: none
   double heartbeat_seconds = 10;     ///< how often a worker rank reports its progress to rank 0
   double heartbeat_timeout_seconds = 120;  ///< a worker silent this long while it holds a task is lost
+  int64_t ranks_per_trial = 1;  ///< worker ranks that train one task together (data-parallel); divides the workers
 };
 
 /// [objectives]: what `edgesweep pareto` selects on unless the command line says otherwise.
