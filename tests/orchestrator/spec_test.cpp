@@ -114,7 +114,9 @@ TEST(Spec, FillsEveryDefault) {
   EXPECT_EQ(spec.run.trial_timeout_seconds, run.find("trial_timeout_seconds")->default_value);
   EXPECT_EQ(spec.run.heartbeat_seconds, run.find("heartbeat_seconds")->default_value);
   EXPECT_EQ(spec.run.heartbeat_timeout_seconds, run.find("heartbeat_timeout_seconds")->default_value);
+  EXPECT_EQ(spec.run.ranks_per_trial, run.find("ranks_per_trial")->default_value);
   EXPECT_EQ(spec.run.trial_timeout_seconds, 0.0);  // no limit unless asked
+  EXPECT_EQ(spec.run.ranks_per_trial, 1);          // one rank per task unless asked
   EXPECT_EQ(spec.run.results_dir, std::filesystem::path("results/fmnist-quickstart"));
 
   // The base trial is complete: it round-trips through the typed config unchanged.
@@ -140,6 +142,9 @@ TEST(Spec, RunLimitsAndHeartbeatsAreReadAndCheckedAgainstEachOther) {
   EXPECT_TRUE(contains(slow, "x.toml:4")) << slow;
   EXPECT_TRUE(contains(error_of(kHead + "[run]\ntrial_timeout_seconds = -1\n"), "trial_timeout_seconds"));
   EXPECT_TRUE(contains(error_of(kHead + "[run]\nheartbeat_seconds = 0\n"), "heartbeat_seconds"));
+  EXPECT_EQ(parse_spec_string(kHead + "[run]\nranks_per_trial = 4\n", "x.toml").run.ranks_per_trial, 4);
+  EXPECT_TRUE(contains(error_of(kHead + "[run]\nranks_per_trial = 0\n"), "ranks_per_trial"));
+  EXPECT_TRUE(contains(error_of(kHead + "[run]\nranks_per_trial = 1.5\n"), "ranks_per_trial"));
 }
 
 TEST(Spec, MinimalSpecHasDefaultSectionsAndNoSweep) {
