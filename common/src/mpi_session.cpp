@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <list>
 #include <thread>
 
 #include <unistd.h>
@@ -52,7 +53,7 @@ bool started_by_launcher() {
 }
 }  // namespace
 
-MpiSession::MpiSession(int* argc, char*** argv) {
+MpiSession::MpiSession(int* argc, char*** argv) : outbox_(std::make_unique<Outbox>()) {
   if (!started_by_launcher()) return;
   int provided = 0;
   check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "init");
@@ -64,8 +65,28 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &size_), "comm size");
 }
 
+/// Sends still in flight: each payload is kept until MPI is done with it.
+struct MpiSession::Outbox {
+  std::mutex mutex;
+  std::list<std::pair<std::string, MPI_Request>> sends;
+  /// Drops the sends MPI has finished; the caller holds `mutex` (and the session's guard).
+  void complete() {
+    for (auto it = sends.begin(); it != sends.end();) {
+      int done = 0;
+      check_mpi(MPI_Test(&it->second, &done, MPI_STATUS_IGNORE), "send");
+      it = done ? sends.erase(it) : std::next(it);
+    }
+  }
+};
+
 MpiSession::~MpiSession() {
-  if (initialised_) MPI_Finalize();
+  if (!initialised_) return;
+  {  // messages still on their way leave before the session ends
+    const std::lock_guard sends(outbox_->mutex);
+    for (auto& [payload, request] : outbox_->sends) MPI_Wait(&request, MPI_STATUS_IGNORE);
+    outbox_->sends.clear();
+  }
+  MPI_Finalize();
 }
 
 bool MpiSession::available() { return true; }
@@ -84,10 +105,18 @@ std::string MpiSession::host() const {
 
 void MpiSession::send(int destination, Tag tag, const std::string& payload) {
   check(initialised_, "cannot send to rank {}: this process was not started by an MPI launcher", destination);
+  // Non-blocking: a message past the eager limit would otherwise hold the sender until the receiver next polls
+  // (rank 0 waiting on a sleeping worker for every task it hands out). The session keeps the payload until MPI is
+  // done with it; messages to one rank still arrive in the order they were sent.
+  const std::lock_guard sends(outbox_->mutex);
   const auto lock = guard();
-  check_mpi(MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_CHAR, destination, static_cast<int>(tag),
-                     MPI_COMM_WORLD),
-            "send");
+  outbox_->complete();
+  auto& [kept, request] = outbox_->sends.emplace_back(payload, MPI_REQUEST_NULL);
+  const int code = MPI_Isend(kept.data(), static_cast<int>(kept.size()), MPI_CHAR, destination, static_cast<int>(tag),
+                             MPI_COMM_WORLD, &request);
+  if (code != MPI_SUCCESS) outbox_->sends.pop_back();
+  check_mpi(code, "send");
+  mark_traffic();
 }
 
 std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, std::chrono::milliseconds poll) {
@@ -97,9 +126,15 @@ std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, st
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   // Short sleeps first, doubling up to `poll`: a reply that comes at once (the next task after a result) is taken
-  // within microseconds, while a long wait still costs next to nothing.
+  // within microseconds, while a long wait still costs next to nothing. While messages flow (one sent or received
+  // in the last kHotWindow) the sleeps stay short: the next one is likely close.
   std::chrono::steady_clock::duration pause = std::chrono::microseconds(20);
   while (true) {
+    {
+      const std::lock_guard sends(outbox_->mutex);
+      const auto lock = guard();
+      outbox_->complete();
+    }
     auto lock = guard();
     int flag = 0;
     MPI_Status status;
@@ -114,19 +149,27 @@ std::optional<Message> MpiSession::receive(std::chrono::milliseconds timeout, st
       check_mpi(MPI_Recv(message.payload.data(), count, MPI_CHAR, status.MPI_SOURCE, status.MPI_TAG, MPI_COMM_WORLD,
                          MPI_STATUS_IGNORE),
                 "receive");
+      mark_traffic();
       return message;
     }
     if (lock.owns_lock()) lock.unlock();
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return std::nullopt;
     std::this_thread::sleep_for(std::min({pause, std::chrono::steady_clock::duration(poll), deadline - now}));
-    pause = std::min(pause * 2, std::chrono::steady_clock::duration(poll));
+    const bool hot = now - std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(
+                               last_traffic_.load())) < kHotWindow;
+    pause = std::min(pause * 2, hot ? std::chrono::steady_clock::duration(kHotPause)
+                                    : std::chrono::steady_clock::duration(poll));
   }
 }
 
 void MpiSession::abort(int code) {
   if (initialised_) MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);
+}
+
+void MpiSession::mark_traffic() {
+  last_traffic_.store(std::chrono::steady_clock::now().time_since_epoch().count());
 }
 
 std::unique_lock<std::mutex> MpiSession::guard() {
@@ -188,6 +231,7 @@ std::unique_ptr<Collective> MpiSession::split(int color, int key) {
 
 #else  // a world of one
 
+struct MpiSession::Outbox {};
 MpiSession::MpiSession(int*, char***) {}
 MpiSession::~MpiSession() = default;
 bool MpiSession::available() { return false; }

@@ -2,7 +2,9 @@
 // (so waiting ranks sleep instead of spinning on a shared core). Without MPI it is a world of one.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -48,11 +50,12 @@ class MpiSession {
   /// call itself (a collective then holds back the heartbeat until it completes). Always true for a world of one.
   bool threads_allowed() const { return threads_allowed_; }
 
-  /// Sends `payload` to `destination` (blocking until the buffer can be reused). Messages from one rank to another
-  /// arrive in the order they were sent.
+  /// Sends `payload` to `destination` without waiting for it to be received (the session keeps a copy until MPI is
+  /// done with it, and waits for every send before it finalises). Messages from one rank to another arrive in the
+  /// order they were sent.
   void send(int destination, Tag tag, const std::string& payload);
   /// Waits up to `timeout` for a message from any rank, sleeping between probes (20 µs at first, doubling up to
-  /// `poll`). nullopt on timeout.
+  /// `poll`, or only up to kHotPause while messages flow: one sent or received within kHotWindow). nullopt on timeout.
   std::optional<Message> receive(std::chrono::milliseconds timeout,
                                  std::chrono::milliseconds poll = std::chrono::milliseconds(2));
   /// Ends every rank at once (after an unrecoverable error on one).
@@ -64,6 +67,13 @@ class MpiSession {
   std::unique_ptr<Collective> split(int color, int key);
 
  private:
+  static constexpr std::chrono::milliseconds kHotWindow{20};
+  static constexpr std::chrono::microseconds kHotPause{50};
+  struct Outbox;  ///< sends in flight (defined where MPI is)
+  void mark_traffic();
+
+  std::unique_ptr<Outbox> outbox_;
+  std::atomic<int64_t> last_traffic_{0};  ///< steady_clock ticks of the last message sent or received
   int rank_ = 0;
   int size_ = 1;
   bool initialised_ = false;
