@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -156,6 +157,42 @@ results_dir = '{}'
 )toml",
                      name, model_extra, baseline, pipeline, results_dir.string());
 }
+
+std::string read_log(const fs::path& file) {
+  std::ifstream in(file);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::string conv_linear_model(int channels) {
+  return fmt::format(R"toml(arch = "custom"
+
+[[model.layers]]
+op = "conv"
+out = {}
+
+[[model.layers]]
+op = "relu"
+
+[[model.layers]]
+op = "maxpool"
+
+[[model.layers]]
+op = "flatten"
+
+[[model.layers]]
+op = "linear"
+out = 10
+)toml",
+                     channels);
+}
+
+const char* const kFiveFinetunes = R"toml([[pipeline]]
+stage = "finetune"
+epochs = 2
+lr = [0.001, 0.002, 0.005, 0.01, 0.02]
+optimizer = "adam"
+batch_size = 32
+)toml";
 
 void AppTest::SetUp() {
   const char* tmp = std::getenv("TMPDIR");

@@ -75,6 +75,17 @@ std::string tiny_experiment(const std::string& name, const fs::path& results_dir
                             const std::string& pipeline,
                             const std::string& baseline = "epochs = 1\nlr = 0.05\nbatch_size = 64\n");
 
+/// The text of a file (a log), empty when it cannot be read.
+std::string read_log(const fs::path& file);
+
+/// [model] keys of a custom network without batch norm: conv (`channels` filters), relu, max-pool, flatten, linear
+/// to 10 classes.
+std::string conv_linear_model(int channels);
+
+/// Five fine-tuning trials (five learning rates, two epochs each, Adam, batch 32): a sweep long enough to be caught
+/// mid-way by a fault.
+extern const char* const kFiveFinetunes;
+
 /// A fresh temporary folder per test (kept when the test failed, for inspection) and runs of the binary in it.
 class AppTest : public ::testing::Test {
  protected:

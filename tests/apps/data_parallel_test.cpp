@@ -16,25 +16,7 @@ namespace edgesweep::apps_test {
 namespace {
 
 /// A network without batch norm (or dropout): conv, relu, max-pool, linear.
-const char* const kNoBatchNorm = R"toml(arch = "custom"
-
-[[model.layers]]
-op = "conv"
-out = 8
-
-[[model.layers]]
-op = "relu"
-
-[[model.layers]]
-op = "maxpool"
-
-[[model.layers]]
-op = "flatten"
-
-[[model.layers]]
-op = "linear"
-out = 10
-)toml";
+const std::string kNoBatchNorm = conv_linear_model(8);
 
 /// Pruning with fine-tuning, then distillation: two more stages that train.
 const char* const kPruneDistill = R"toml([[pipeline]]

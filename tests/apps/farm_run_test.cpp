@@ -30,25 +30,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 /// A two-layer custom model: one conv, one linear.
-const char* const two_layer_model = R"toml(arch = "custom"
-
-[[model.layers]]
-op = "conv"
-out = 4
-
-[[model.layers]]
-op = "relu"
-
-[[model.layers]]
-op = "maxpool"
-
-[[model.layers]]
-op = "flatten"
-
-[[model.layers]]
-op = "linear"
-out = 10
-)toml";
+const std::string two_layer_model = conv_linear_model(4);
 
 /// Fine-tuning at two learning rates: with the baseline, three artifacts.
 const char* const two_trials = R"toml([[pipeline]]

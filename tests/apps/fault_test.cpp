@@ -151,20 +151,6 @@ size_t fill_disk(const fs::path& file) {
   return written;
 }
 
-const char* const kFinetunes = R"toml([[pipeline]]
-stage = "finetune"
-epochs = 2
-lr = [0.001, 0.002, 0.005, 0.01, 0.02]
-optimizer = "adam"
-batch_size = 32
-)toml";
-
-/// The text of a log file.
-std::string read_log(const fs::path& file) {
-  std::ifstream in(file);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 /// The row rank 0 keeps of worker `rank` in experiment `name`, when there is one.
 std::optional<WorkerRow> worker_row(const fs::path& db, const std::string& name, int64_t rank) {
   try {
@@ -181,6 +167,17 @@ std::optional<WorkerRow> worker_row(const fs::path& db, const std::string& name,
 }
 
 bool process_alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+
+/// Waits (up to 120 s, while `run` goes on) until rank `rank`'s row shows it training a task; its row then.
+std::optional<WorkerRow> wait_until_training(Child& run, const fs::path& db, const std::string& name, int64_t rank) {
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (Clock::now() < deadline && !run.ended()) {
+    const std::optional<WorkerRow> row = worker_row(db, name, rank);
+    if (row && row->state == "busy" && row->progress.value("epochs", 0) > 0) return row;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return std::nullopt;
+}
 
 /// The run's heartbeats: a worker is heard from every 0.5 s and lost after 10 s of silence (twenty missed beats:
 /// a busy machine delays a heartbeat thread by far less).
@@ -247,7 +244,7 @@ class FaultTest : public AppTest {
 TEST_F(FaultTest, AWorkerRankKilledMidTrialEndsTheRunAndResumeFinishesIt) {
   if (mpiexec_path().empty()) GTEST_SKIP() << "built without MPI";
   const fs::path spec = write_file("worker.toml", tiny_experiment("worker", results_dir_, "arch = \"small-cnn\"",
-                                                                  kFinetunes));
+                                                                  kFiveFinetunes));
   std::map<int64_t, DoneTrial> before;
   int exit_code = 0;
   std::string log;
@@ -260,7 +257,7 @@ TEST_F(FaultTest, AWorkerRankKilledMidTrialEndsTheRunAndResumeFinishesIt) {
 TEST_F(FaultTest, RankZeroKilledMidTrialEndsTheJobAndResumeFinishesIt) {
   if (mpiexec_path().empty()) GTEST_SKIP() << "built without MPI";
   const fs::path spec = write_file("rank0.toml", tiny_experiment("rank0", results_dir_, "arch = \"small-cnn\"",
-                                                                 kFinetunes));
+                                                                 kFiveFinetunes));
   std::map<int64_t, DoneTrial> before;
   int exit_code = 0;
   std::string log;
@@ -273,7 +270,7 @@ TEST_F(FaultTest, AWorkerStoppedPastItsHeartbeatIsReportedWithItsTaskAndTheRunEn
   if (mpiexec_path().empty()) GTEST_SKIP() << "built without MPI";
   const fs::path spec = write_file(
       "stopped.toml",
-      tiny_experiment("stopped", results_dir_, "arch = \"small-cnn\"", kFinetunes) + kFastHeartbeats);
+      tiny_experiment("stopped", results_dir_, "arch = \"small-cnn\"", kFiveFinetunes) + kFastHeartbeats);
   const fs::path db = results_dir_ / "edgesweep.db";
   std::map<int64_t, DoneTrial> before;
   pid_t worker = -1;
@@ -286,14 +283,7 @@ TEST_F(FaultTest, AWorkerStoppedPastItsHeartbeatIsReportedWithItsTaskAndTheRunEn
     worker = rank_pid(2);
     ASSERT_GT(worker, 0) << "worker rank 2 not found";
     // Rank 2 mid-trial: its heartbeats show a trial being trained, and `status` shows where it is.
-    std::optional<WorkerRow> busy;
-    const auto deadline = Clock::now() + std::chrono::seconds(120);
-    while (Clock::now() < deadline && !run.ended()) {
-      busy = worker_row(db, "stopped", 2);
-      if (busy && busy->state == "busy" && busy->progress.value("epochs", 0) > 0) break;
-      busy.reset();
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    const std::optional<WorkerRow> busy = wait_until_training(run, db, "stopped", 2);
     ASSERT_TRUE(busy.has_value()) << "rank 2 was never seen training";
     EXPECT_EQ(busy->pid, worker);
     const ProcessResult status = edgesweep({"status", db.string()});
@@ -342,7 +332,7 @@ TEST_F(FaultTest, AWorkerStoppedPastItsHeartbeatIsReportedWithItsTaskAndTheRunEn
 TEST_F(FaultTest, AMemberOfADataParallelGroupStoppedLosesTheGroupWithItsTaskAndResumeFinishes) {
   if (mpiexec_path().empty()) GTEST_SKIP() << "built without MPI";
   const fs::path spec = write_file("member.toml", tiny_experiment("member", results_dir_, "arch = \"small-cnn\"",
-                                                                  kFinetunes) +
+                                                                  kFiveFinetunes) +
                                                       kFastHeartbeats + "ranks_per_trial = 2\n");
   const fs::path db = results_dir_ / "edgesweep.db";
   std::map<int64_t, DoneTrial> before;
@@ -355,14 +345,7 @@ TEST_F(FaultTest, AMemberOfADataParallelGroupStoppedLosesTheGroupWithItsTaskAndR
     member = rank_pid(2);
     ASSERT_GT(member, 0) << "rank 2 not found";
     // Rank 2 trains with rank 1, and its own heartbeats show it.
-    std::optional<WorkerRow> busy;
-    const auto deadline = Clock::now() + std::chrono::seconds(120);
-    while (Clock::now() < deadline && !run.ended()) {
-      busy = worker_row(db, "member", 2);
-      if (busy && busy->state == "busy" && busy->progress.value("epochs", 0) > 0) break;
-      busy.reset();
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    const std::optional<WorkerRow> busy = wait_until_training(run, db, "member", 2);
     ASSERT_TRUE(busy.has_value()) << "rank 2 was never seen training";
     EXPECT_EQ(busy->pid, member);
     ASSERT_EQ(::kill(member, SIGSTOP), 0);
@@ -405,7 +388,7 @@ TEST_F(FaultTest, AMemberOfADataParallelGroupStoppedLosesTheGroupWithItsTaskAndR
 /// Two baselines (two learning rates) that each train far longer than the limit (1000 epochs: over a minute here,
 /// the limit is 4 s), with five trials each.
 std::string slow_baselines(const std::string& name, const fs::path& results_dir) {
-  return tiny_experiment(name, results_dir, "arch = \"small-cnn\"", kFinetunes,
+  return tiny_experiment(name, results_dir, "arch = \"small-cnn\"", kFiveFinetunes,
                          "epochs = 1000\nlr = [0.05, 0.1]\nbatch_size = 64\n") +
          "trial_timeout_seconds = 4\n";
 }
@@ -464,7 +447,7 @@ TEST_F(FaultTest, TheDiskFillingUpMidSweepLosesNothingAndResumeFinishesOnceThere
   SmallDisk disk(results_dir_, 32u << 20);
   if (!disk.mounted()) GTEST_SKIP() << "cannot mount a small tmpfs here (" << disk.error() << "; needs root)";
   const fs::path spec = write_file("full.toml", tiny_experiment("full", results_dir_, "arch = \"small-cnn\"",
-                                                                kFinetunes));
+                                                                kFiveFinetunes));
   const fs::path db = results_dir_ / "edgesweep.db";
   const fs::path filler = results_dir_ / "filler";
   std::map<int64_t, DoneTrial> before;
@@ -478,10 +461,7 @@ TEST_F(FaultTest, TheDiskFillingUpMidSweepLosesNothingAndResumeFinishesOnceThere
     EXPECT_NE(run.exit_code(), 0);
     EXPECT_LT(run.exit_code(), 128) << "the run died of a signal on a full disk";
   }
-  const std::string log = [&] {
-    std::ifstream in(folder_ / "full-run.log");
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  }();
+  const std::string log = read_log(folder_ / "full-run.log");
   EXPECT_TRUE(contains(log, "No space left on device") || contains(log, "disk is full")) << log;
   fs::remove(filler);
   const std::map<int64_t, DoneTrial> after_fault = done_trials(db, "full");
