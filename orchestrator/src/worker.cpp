@@ -80,10 +80,6 @@ class HeartbeatSender {
   bool stopping_ = false;
 };
 
-}  // namespace
-
-namespace {
-
 /// Runs one task on this rank (in its group, when it has one) while heartbeats report its progress.
 TaskResult run_one(MpiSession& session, const TaskRunner& runner, const std::string& payload, Collective* group) {
   TaskResult result;

@@ -110,11 +110,6 @@ bool leader() {
   return group == nullptr || group->rank() == 0;
 }
 
-int size() {
-  const Collective* group = task_group::current();
-  return group == nullptr ? 1 : group->size();
-}
-
 double computed_by_leader(const std::function<double()>& compute) {
   Collective* group = task_group::current();
   if (group == nullptr) return compute();

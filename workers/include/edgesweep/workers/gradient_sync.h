@@ -52,9 +52,8 @@ class GradientAverager {
 /// For code that runs on every rank of a data-parallel task (the group of task_group::current()): what only the
 /// group's leader computes, and what it decides for all. Alone, each is the plain computation.
 namespace group_task {
-/// Whether this rank leads the current task's group (true when the task runs alone), and the group's size.
+/// Whether this rank leads the current task's group (true when the task runs alone).
 bool leader();
-int size();
 /// `compute` runs on the leader only and its value reaches every rank (an evaluation the others wait for). Past the
 /// task's time limit (the leader's past_deadline) or when `compute` throws, every rank throws: the leader its own
 /// error, the others TrialTimeout or an Error that names the leader's failure.
