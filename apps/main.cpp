@@ -24,6 +24,8 @@
 #include "edgesweep/orchestrator/store.h"
 #include "edgesweep/orchestrator/tables.h"
 #include "edgesweep/workers/benchmark_artifact.h"
+#include "edgesweep/workers/device.h"
+#include "edgesweep/workers/mixed_precision.h"
 #include "edgesweep/workers/import_torchscript.h"
 
 namespace fs = std::filesystem;
@@ -62,6 +64,27 @@ ExperimentRow pick_experiment(const Store& store, const std::string& target, con
   std::string names;
   for (const ExperimentRow& e : all) names += (names.empty() ? "" : ", ") + e.name;
   throw InputError(fmt::format("'{}' holds several experiments ({}); choose one with --experiment", target, names));
+}
+
+/// Refuses, before anything runs, a device the build or machine cannot use and a precision its device cannot train
+/// in: [run] precision and every training's own, swept values included.
+void check_compute_settings(const ExperimentSpec& spec, const std::string& file) {
+  check_device_usable(spec.run.device, fmt::format("{}: [run] device", file));
+  std::set<std::string> used{spec.run.precision};
+  const auto add = [&](const Json& training) {
+    if (training.contains("precision")) used.insert(training.at("precision").get<std::string>());
+  };
+  add(spec.base_trial.at("baseline"));
+  for (const Json& stage : spec.base_trial.at("pipeline")) add(stage);
+  for (const SweepDimension& dimension : spec.dimensions) {
+    const std::string& p = dimension.pointer;
+    if (p.size() < 10 || p.compare(p.size() - 10, 10, "/precision") != 0) continue;
+    for (const Json& value : dimension.values) used.insert(value.get<std::string>());
+  }
+  const torch::Device device = spec.run.device == "cuda" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  for (const std::string& precision : used) {
+    check_precision_usable(precision, device, fmt::format("{}: precision", file));
+  }
 }
 
 void print_expansion(const ExperimentSpec& spec) {
@@ -278,7 +301,9 @@ int main(int argc, char** argv) {
   try {
     setup_logging("edgesweep", log_level);
     if (*validate) {
-      print_expansion(parse_spec_file(spec_file));
+      const ExperimentSpec spec = parse_spec_file(spec_file);
+      check_compute_settings(spec, spec_file);
+      print_expansion(spec);
       return 0;
     }
     if (*run) {
@@ -290,6 +315,7 @@ int main(int argc, char** argv) {
       }
       try {
         const ExperimentSpec spec = parse_spec_file(spec_file);
+        check_compute_settings(spec, spec_file);
         RunOptions options;
         options.resume = resume;
         return orchestrate(spec, options, session);

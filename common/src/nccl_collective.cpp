@@ -36,6 +36,8 @@ class NcclCollective : public Collective {
     ncclUniqueId id{};
     std::memcpy(id.internal, id_bytes.data(), sizeof id.internal);
     check_nccl(ncclCommInitRank(&comm_, size_, id, rank_), "communicator init");
+    // A blocking stream: its work waits for what was queued before on the legacy default stream (where LibTorch
+    // queues the copies into the buffers unless a caller set another stream), and each call waits for its own end.
     check_cuda(cudaStreamCreate(&stream_), "create a stream");
   }
   ~NcclCollective() override {

@@ -60,6 +60,16 @@ ParamSpec list(std::string name, ParamType type, Json def, std::string doc) {
   return p;
 }
 
+/// A training's precision; absent: [run] precision, which the spec writes in where it is not fp32.
+ParamSpec precision_param(bool sweepable) {
+  ParamSpec p = text("precision", "fp32", {"fp32", "bf16", "fp16"}, sweepable,
+                     "autocast of the forward pass and the loss: fp32; bf16 (CPUs with AVX-512 BF16 or AMX, and "
+                     "GPUs); fp16 (GPUs, with a loss scaler). Weights, optimizer state, batch norm and the loss stay "
+                     "fp32; evaluation, calibration and export are unchanged. Default: [run] precision");
+  p.fill_default = false;
+  return p;
+}
+
 /// Training settings shared by [baseline] and the train/finetune stages; defaults differ per use.
 std::vector<ParamSpec> training_params(int epochs, double lr, bool sweepable) {
   return {
@@ -73,6 +83,7 @@ std::vector<ParamSpec> training_params(int epochs, double lr, bool sweepable) {
       text("lr_schedule", "cosine", {"constant", "step", "cosine"}, sweepable, "learning-rate schedule over epochs"),
       integer("step_size", 1, 1, 1000, sweepable, "epochs between decays for the step schedule"),
       real("gamma", 0.1, 0.0, 1.0, sweepable, "decay factor for the step schedule", true),
+      precision_param(sweepable),
   };
 }
 
@@ -294,6 +305,16 @@ std::map<std::string, SectionSpec> make_sections() {
                          integer("ranks_per_trial", 1, 1, 4096, false,
                                  "worker ranks that train one task together, data-parallel (each on its shard of every "
                                  "batch, gradients averaged); must divide the worker ranks"),
+                         text("precision", "fp32", {"fp32", "bf16", "fp16"}, false,
+                              "precision of every training (baseline and stages) that does not set its own: fp32, "
+                              "bf16 (autocast; CPUs with AVX-512 BF16 or AMX, GPUs) or fp16 (GPUs, loss scaling)"),
+                         text("memory_format", "auto", {"auto", "contiguous", "channels-last"}, false,
+                              "layout of convolutional networks' tensors in training and evaluation: auto (a short "
+                              "timed probe per network and batch picks the faster), contiguous (NCHW) or "
+                              "channels-last (NHWC); archives are exported unchanged"),
+                         text("device", "cpu", {"cpu", "cuda"}, false,
+                              "where tasks train and evaluate: cpu, or cuda (each worker rank on the GPU local rank % "
+                              "GPUs of its node; needs a LibTorch built with CUDA)"),
                      }};
   sections["objectives"] = {
       "objectives",

@@ -150,10 +150,20 @@ void set_listener(std::function<void(const TaskProgress&)> listener, double inte
 namespace task_group {
 namespace {
 std::atomic<Collective*> current_group{nullptr};
-}
+std::atomic<Collective*> current_tensors{nullptr};
+}  // namespace
 Collective* current() { return current_group.load(); }
-Scope::Scope(Collective* group)
-    : previous_(current_group.exchange(group != nullptr && group->size() > 1 ? group : nullptr)) {}
-Scope::~Scope() { current_group.store(previous_); }
+Collective* tensors() {
+  Collective* group = current_group.load();
+  Collective* tensors = current_tensors.load();
+  return group != nullptr && tensors != nullptr ? tensors : group;
+}
+Scope::Scope(Collective* group, Collective* tensors)
+    : previous_(current_group.exchange(group != nullptr && group->size() > 1 ? group : nullptr)),
+      previous_tensors_(current_tensors.exchange(tensors)) {}
+Scope::~Scope() {
+  current_group.store(previous_);
+  current_tensors.store(previous_tensors_);
+}
 }  // namespace task_group
 }  // namespace edgesweep

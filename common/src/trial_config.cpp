@@ -54,6 +54,29 @@ void from_json(const Json& j, ModelConfig& c) {
   c.input_shape = j.value("input_shape", std::vector<int64_t>());
 }
 
+void to_json(Json& j, const TrainConfig& c) {
+  j = Json{{"epochs", c.epochs},       {"lr", c.lr},
+           {"optimizer", c.optimizer}, {"momentum", c.momentum},
+           {"nesterov", c.nesterov},   {"weight_decay", c.weight_decay},
+           {"batch_size", c.batch_size}, {"lr_schedule", c.lr_schedule},
+           {"step_size", c.step_size}, {"gamma", c.gamma}};
+  if (c.precision != "fp32") j["precision"] = c.precision;
+}
+
+void from_json(const Json& j, TrainConfig& c) {
+  j.at("epochs").get_to(c.epochs);
+  j.at("lr").get_to(c.lr);
+  j.at("optimizer").get_to(c.optimizer);
+  j.at("momentum").get_to(c.momentum);
+  j.at("nesterov").get_to(c.nesterov);
+  j.at("weight_decay").get_to(c.weight_decay);
+  j.at("batch_size").get_to(c.batch_size);
+  j.at("lr_schedule").get_to(c.lr_schedule);
+  j.at("step_size").get_to(c.step_size);
+  j.at("gamma").get_to(c.gamma);
+  c.precision = j.value("precision", std::string("fp32"));
+}
+
 void to_json(Json& j, const BaselineConfig& c) {
   j = static_cast<const TrainConfig&>(c);
   if (!c.init.empty()) {

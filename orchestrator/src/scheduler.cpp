@@ -153,6 +153,8 @@ class Scheduler {
     task.latency_seconds = spec_.run.latency_seconds;
     task.timeout_seconds = spec_.run.trial_timeout_seconds;
     task.heartbeat_seconds = spec_.run.heartbeat_seconds;
+    task.device = spec_.run.device;
+    task.memory_format = spec_.run.memory_format;
     // Cores are shared by the tasks that will run side by side (the running ones and those about to start), each on
     // `ranks_per_task` ranks.
     const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
@@ -691,7 +693,7 @@ WorkerGroups start_workers(MpiSession& session, const ExperimentSpec& spec) {
               spec.path.string(), per_trial, workers, session.size(), 1 + per_trial * std::max(1, workers / per_trial),
               per_trial);
   for (int rank = 1; rank <= workers; ++rank) {
-    session.send(rank, Tag::Setup, Json{{"ranks_per_trial", per_trial}}.dump());
+    session.send(rank, Tag::Setup, Json{{"ranks_per_trial", per_trial}, {"device", spec.run.device}}.dump());
   }
   if (per_trial > 1) session.split(0, 0);  // rank 0's own group of one, freed at once
   return WorkerGroups{workers, per_trial};

@@ -715,7 +715,9 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
   std::map<std::string, Json> sections;
   for (const std::string& name : section_names()) {
     sections[name] = Json::object();
-    for (const ParamSpec& p : section_spec(name).params) sections[name][p.name] = p.default_value;
+    for (const ParamSpec& p : section_spec(name).params) {
+      if (p.fill_default) sections[name][p.name] = p.default_value;
+    }
   }
   Json pipeline = Json::array();
   std::vector<DeviceSpec> devices;
@@ -787,6 +789,9 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
   spec.run.heartbeat_seconds = run["heartbeat_seconds"].get<double>();
   spec.run.heartbeat_timeout_seconds = run["heartbeat_timeout_seconds"].get<double>();
   spec.run.ranks_per_trial = run["ranks_per_trial"].get<int64_t>();
+  spec.run.device = run["device"].get<std::string>();
+  spec.run.precision = run["precision"].get<std::string>();
+  spec.run.memory_format = run["memory_format"].get<std::string>();
   if (spec.run.heartbeat_timeout_seconds < 2 * spec.run.heartbeat_seconds) {
     const toml::node* at = root.at_path("run.heartbeat_timeout_seconds").node();
     if (at == nullptr) at = root.at_path("run.heartbeat_seconds").node();
@@ -827,6 +832,15 @@ ExperimentSpec SpecParser::parse(const std::string& text) {
   spec.measure.timeout_seconds = measure["timeout_seconds"].get<double>();
   spec.measure.during_training = measure["during_training"].get<bool>();
 
+  // [run] precision goes into every training that sets none, so that it enters the trial's and the baseline's
+  // hashes (a bf16 baseline is never taken from the cache for an fp32 one); fp32 is written nowhere (absent).
+  if (spec.run.precision != "fp32") {
+    if (!sections["baseline"].contains("precision")) sections["baseline"]["precision"] = spec.run.precision;
+    for (Json& stage : pipeline) {
+      const SectionSpec& schema = stage_spec(stage.at("stage").get<std::string>());
+      if (schema.find("precision") != nullptr && !stage.contains("precision")) stage["precision"] = spec.run.precision;
+    }
+  }
   const Json trial = {{"seed", spec.seed},
                       {"data", sections["data"]},
                       {"model", sections["model"]},

@@ -18,6 +18,7 @@
 #include "edgesweep/common/progress.h"
 #include "edgesweep/common/task.h"
 #include "edgesweep/orchestrator/scheduler.h"
+#include "edgesweep/workers/device.h"
 #include "edgesweep/workers/run_task.h"
 
 namespace edgesweep {
@@ -81,7 +82,8 @@ class HeartbeatSender {
 };
 
 /// Runs one task on this rank (in its group, when it has one) while heartbeats report its progress.
-TaskResult run_one(MpiSession& session, const TaskRunner& runner, const std::string& payload, Collective* group) {
+TaskResult run_one(MpiSession& session, const TaskRunner& runner, const std::string& payload, Collective* group,
+                   Collective* tensors) {
   TaskResult result;
   try {
     Task task;
@@ -89,7 +91,7 @@ TaskResult run_one(MpiSession& session, const TaskRunner& runner, const std::str
     spdlog::info("{} {} starting{}", task.kind, task.trial_id,
                  group != nullptr ? fmt::format(" (rank {} of its group of {})", group->rank(), group->size()) : "");
     const HeartbeatSender heartbeat(session, task.heartbeat_seconds);
-    const task_group::Scope scope(group);
+    const task_group::Scope scope(group, tensors);
     result = runner ? runner(task) : run_task(task);
     spdlog::info("{} {} {} in {:.1f}s", task.kind, task.trial_id, result.ok ? "done" : "failed", result.seconds);
     if (!result.ok) spdlog::info("{} {}: {}", task.kind, task.trial_id, result.error);
@@ -100,31 +102,61 @@ TaskResult run_one(MpiSession& session, const TaskRunner& runner, const std::str
   return result;
 }
 
+struct Layout {
+  int ranks_per_trial = 1;
+  std::string device = "cpu";
+};
+
 /// Waits for rank 0's first word: the groups' layout (Setup) or Done (it cannot run the experiment).
-std::optional<int> receive_layout(MpiSession& session) {
+std::optional<Layout> receive_layout(MpiSession& session) {
   while (true) {
     const auto message = session.receive(std::chrono::hours(24 * 365), std::chrono::milliseconds(5));
     if (!message || message->tag == Tag::Done) return std::nullopt;
     if (message->tag != Tag::Setup) continue;
     try {
-      return Json::parse(message->payload).at("ranks_per_trial").get<int>();
+      const Json setup = Json::parse(message->payload);
+      return Layout{setup.at("ranks_per_trial").get<int>(), setup.value("device", "cpu")};
     } catch (const std::exception& e) {
       throw Error(fmt::format("rank {}: unreadable layout from rank 0: {}", session.rank(), e.what()));
     }
   }
 }
 
+/// A group on CUDA exchanges its tensors over NCCL when this build has it and every member can use its GPU (agreed
+/// over the group's MPI collective first, so that no member waits for a communicator another cannot join); else
+/// over MPI, staged through host memory. None for groups of one.
+std::unique_ptr<Collective> tensor_collective(Collective* group, const std::string& device, int rank) {
+  if (group == nullptr || device != "cuda" || !nccl_available()) return nullptr;
+  std::string reason;
+  int64_t gpu = -1;
+  try {
+    gpu = resolve_device(device).index();
+  } catch (const std::exception& e) {
+    reason = e.what();
+  }
+  float unusable = reason.empty() ? 0.0f : 1.0f;
+  group->allreduce_sum(&unusable, 1);
+  if (unusable > 0) {
+    spdlog::warn("rank {}: the group's gradients go over MPI through host memory, not NCCL: {}", rank,
+                 reason.empty() ? "another member cannot use its GPU" : reason);
+    return nullptr;
+  }
+  spdlog::info("rank {}: the group's tensors go over NCCL on cuda:{}", rank, gpu);
+  return nccl_collective(*group, static_cast<int>(gpu));
+}
+
 }  // namespace
 
 void serve_worker(MpiSession& session, const TaskRunner& runner) {
-  const std::optional<int> ranks_per_trial = receive_layout(session);
-  if (!ranks_per_trial) return;
-  const WorkerGroups groups{session.size() - 1, *ranks_per_trial};
+  const std::optional<Layout> layout = receive_layout(session);
+  if (!layout) return;
+  const WorkerGroups groups{session.size() - 1, layout->ranks_per_trial};
   const int rank = session.rank();
   const int leader = groups.leader_of(rank);
   // Every rank takes part in the split, rank 0 too (alone in its own).
   std::unique_ptr<Collective> group;
   if (groups.ranks_per_trial > 1) group = session.split(leader, rank);
+  const std::unique_ptr<Collective> tensors = tensor_collective(group.get(), layout->device, rank);
   session.send(0, Tag::Ready, worker_hello(session));
   const std::vector<int> members = groups.members_of(leader);
   while (true) {
@@ -139,11 +171,11 @@ void serve_worker(MpiSession& session, const TaskRunner& runner) {
     }
     if (message->tag != Tag::Task) continue;
     if (rank != leader) {  // a member: trains with its leader; the leader's result is the task's
-      run_one(session, runner, message->payload, group.get());
+      run_one(session, runner, message->payload, group.get(), tensors.get());
       continue;
     }
     for (const int member : members) session.send(member, Tag::Task, message->payload);
-    const TaskResult result = run_one(session, runner, message->payload, group.get());
+    const TaskResult result = run_one(session, runner, message->payload, group.get(), tensors.get());
     session.send(0, Tag::Result, Json(result).dump());
   }
 }

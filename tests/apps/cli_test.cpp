@@ -75,6 +75,47 @@ lr = [0.001, 0.005, 0.01]
   EXPECT_TRUE(contains(quickstart.out, ": 4 trial(s)")) << describe(quickstart);
 }
 
+TEST_F(CliTest, ValidateAndRunRefuseCudaWhereThisLibTorchOrMachineHasNone) {
+  const fs::path spec = write_file(
+      "gpu.toml", tiny_experiment("gpu", results_dir_, "arch = \"small-cnn\"", "") + "device = \"cuda\"\n");
+  const ProcessResult validate = edgesweep({"validate", spec.string()});
+  ASSERT_FALSE(validate.timed_out) << describe(validate);
+  if (validate.exit_code == 0) GTEST_SKIP() << "this build and machine can train on a GPU";
+  EXPECT_EQ(validate.exit_code, 2) << describe(validate);
+  EXPECT_TRUE(contains(validate.err, spec.string() + ": [run] device = \"cuda\", but ")) << describe(validate);
+  // Debian's LibTorch, or a CUDA one on a machine without a visible GPU.
+  EXPECT_TRUE(contains(validate.err, "LibTorch without CUDA") || contains(validate.err, "no GPU is visible"))
+      << describe(validate);
+  const ProcessResult run = edgesweep({"run", spec.string()});
+  ASSERT_FALSE(run.timed_out) << describe(run);
+  EXPECT_EQ(run.exit_code, 2) << describe(run);
+  EXPECT_TRUE(contains(run.err, "[run] device = \"cuda\", but ")) << describe(run);
+  EXPECT_FALSE(fs::exists(results_dir_ / "edgesweep.db")) << "nothing is recorded for a run that cannot start";
+  // An unknown device is named with its line.
+  const fs::path typo = write_file(
+      "typo-device.toml", tiny_experiment("typo", results_dir_, "arch = \"small-cnn\"", "") + "device = \"gpu\"\n");
+  const ProcessResult unknown = edgesweep({"validate", typo.string()});
+  EXPECT_EQ(unknown.exit_code, 2) << describe(unknown);
+  EXPECT_TRUE(contains(unknown.err, "gpu")) << describe(unknown);
+  EXPECT_TRUE(contains(unknown.err, "cuda")) << "the allowed values are listed\n" << describe(unknown);
+}
+
+TEST_F(CliTest, ValidateAndRunRefuseAPrecisionTheCpuCannotTrainIn) {
+  // fp16 on the CPU, swept in a stage: refused before anything runs, naming the file.
+  const fs::path spec = write_file("fp16.toml", tiny_experiment("fp16", results_dir_, "arch = \"small-cnn\"",
+                                                                R"toml([[pipeline]]
+stage = "finetune"
+precision = ["bf16", "fp16"]
+)toml"));
+  const ProcessResult validate = edgesweep({"validate", spec.string()});
+  ASSERT_FALSE(validate.timed_out) << describe(validate);
+  EXPECT_EQ(validate.exit_code, 2) << describe(validate);
+  EXPECT_TRUE(contains(validate.err, spec.string() + ": precision = \"fp16\" on the CPU")) << describe(validate);
+  const ProcessResult run = edgesweep({"run", spec.string()});
+  EXPECT_EQ(run.exit_code, 2) << describe(run);
+  EXPECT_FALSE(fs::exists(results_dir_ / "edgesweep.db")) << "nothing is recorded for a run that cannot start";
+}
+
 TEST_F(CliTest, ValidateChecksClassesAndInitAndPrintsWhereTheBaselineIsCached) {
   const auto spec_with = [&](const std::string& name, const std::string& init) {
     return write_file(name + ".toml", fmt::format(R"toml([experiment]

@@ -117,6 +117,8 @@ TEST(Spec, FillsEveryDefault) {
   EXPECT_EQ(spec.run.ranks_per_trial, run.find("ranks_per_trial")->default_value);
   EXPECT_EQ(spec.run.trial_timeout_seconds, 0.0);  // no limit unless asked
   EXPECT_EQ(spec.run.ranks_per_trial, 1);          // one rank per task unless asked
+  EXPECT_EQ(spec.run.device, run.find("device")->default_value);
+  EXPECT_EQ(spec.run.device, "cpu");
   EXPECT_EQ(spec.run.results_dir, std::filesystem::path("results/fmnist-quickstart"));
 
   // The base trial is complete: it round-trips through the typed config unchanged.
@@ -145,6 +147,59 @@ TEST(Spec, RunLimitsAndHeartbeatsAreReadAndCheckedAgainstEachOther) {
   EXPECT_EQ(parse_spec_string(kHead + "[run]\nranks_per_trial = 4\n", "x.toml").run.ranks_per_trial, 4);
   EXPECT_TRUE(contains(error_of(kHead + "[run]\nranks_per_trial = 0\n"), "ranks_per_trial"));
   EXPECT_TRUE(contains(error_of(kHead + "[run]\nranks_per_trial = 1.5\n"), "ranks_per_trial"));
+  EXPECT_EQ(parse_spec_string(kHead + "[run]\ndevice = \"cuda\"\n", "x.toml").run.device, "cuda");
+  const std::string device = error_of(kHead + "[run]\ndevice = \"gpu\"\n");
+  EXPECT_TRUE(contains(device, "device")) << device;
+  EXPECT_TRUE(contains(device, "gpu")) << device;
+}
+
+TEST(Spec, RunPrecisionGoesIntoEveryTrainingThatSetsNoneAndFp32ChangesNoHash) {
+  const std::string pipeline = R"toml(
+[[pipeline]]
+stage = "prune"
+method = "block"
+sparsity = 0.5
+
+[[pipeline]]
+stage = "distill"
+precision = "fp32"
+
+[[pipeline]]
+stage = "quantize"
+mode = "static-int8"
+)toml";
+  const ExperimentSpec plain = parse_spec_string(kHead + pipeline, "x.toml");
+  const ExperimentSpec fp32 = parse_spec_string(kHead + pipeline + "\n[run]\nprecision = \"fp32\"\n", "x.toml");
+  // fp32 is written nowhere: configs and hashes are those of files that never heard of precision.
+  EXPECT_EQ(fp32.base_trial, plain.base_trial);
+  EXPECT_FALSE(plain.base_trial["baseline"].contains("precision"));
+  EXPECT_FALSE(plain.base_trial["pipeline"][0].contains("precision"));
+  EXPECT_EQ(plain.run.precision, "fp32");
+  EXPECT_EQ(plain.run.memory_format, "auto");
+
+  const ExperimentSpec bf16 = parse_spec_string(kHead + pipeline + "\n[run]\nprecision = \"bf16\"\n", "x.toml");
+  const Json& trial = bf16.base_trial;
+  EXPECT_EQ(trial["baseline"]["precision"], "bf16");
+  EXPECT_EQ(trial["pipeline"][0]["precision"], "bf16");  // prune's fine-tuning
+  EXPECT_EQ(trial["pipeline"][1]["precision"], "fp32");  // the stage's own setting wins
+  EXPECT_EQ(trial["pipeline"][2]["precision"], "bf16");  // quantize: QAT's training
+  const TrialConfig a = plain.base_trial.get<TrialConfig>(), b = bf16.base_trial.get<TrialConfig>();
+  EXPECT_NE(baseline_hash(a), baseline_hash(b));  // a bf16 baseline is never taken for an fp32 one
+  EXPECT_NE(trial_hash(a), trial_hash(b));
+  EXPECT_EQ(b.baseline.precision, "bf16");
+  EXPECT_EQ(Json(b), bf16.base_trial);  // round trip
+
+  const auto contains = [](const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+  };
+  EXPECT_TRUE(contains(error_of(kHead + "[run]\nprecision = \"fp8\"\n"), "precision"));
+  EXPECT_TRUE(contains(error_of(kHead + "[run]\nmemory_format = \"nhwc\"\n"), "channels-last"));
+  EXPECT_TRUE(contains(error_of(kHead + "[baseline]\nprecision = \"int8\"\n"), "bf16"));
+  // Swept per stage like any training key.
+  const ExperimentSpec swept = parse_spec_string(
+      kHead + "[[pipeline]]\nstage = \"finetune\"\nprecision = [\"fp32\", \"bf16\"]\n", "x.toml");
+  ASSERT_EQ(swept.dimensions.size(), 1u);
+  EXPECT_EQ(swept.dimensions[0].pointer, "/pipeline/0/precision");
 }
 
 TEST(Spec, MinimalSpecHasDefaultSectionsAndNoSweep) {
@@ -322,7 +377,7 @@ TEST(SpecErrors, UnknownKeyInExperimentThroughADottedKey) {
 TEST(SpecErrors, UnknownKeyInStage) {
   EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"finetune\"\nsparsity = 0.5\n"),
             "x.toml:5:1: unknown key 'sparsity' in pipeline[0] (stage 'finetune'; known keys: stage, epochs, lr, "
-            "optimizer, momentum, nesterov, weight_decay, batch_size, lr_schedule, step_size, gamma)");
+            "optimizer, momentum, nesterov, weight_decay, batch_size, lr_schedule, step_size, gamma, precision)");
 }
 
 TEST(SpecErrors, UnknownKeyInLayer) {

@@ -427,7 +427,9 @@ TEST_F(ClassSubsets, ResizeRgbAndGivenNormalisationReachTheSplits) {
   const DataSplits d = load_data(config, 3);
   EXPECT_EQ(d.input_shape, (Shape{3, 12, 12, false}));
   for (const Dataset* split : {&d.train, &d.val, &d.test}) {
-    if (split->size() > 0) EXPECT_EQ(split->images.sizes().slice(1).vec(), (std::vector<int64_t>{3, 12, 12}));
+    if (split->size() > 0) {
+      EXPECT_EQ(split->images.sizes().slice(1).vec(), (std::vector<int64_t>{3, 12, 12}));
+    }
   }
   EXPECT_EQ(d.mean, config.mean);
   EXPECT_EQ(d.std, config.std);

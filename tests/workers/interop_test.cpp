@@ -92,7 +92,7 @@ TEST(Interop, PythonRunsTheInt8ArchivesLikeCpp) {
   write_float32(folder / "input.f32", x);
   Json manifest = {{"input", {{"file", "input.f32"}, {"shape", {batch, input.channels, input.height, input.width}}}},
                    {"models", Json::array()}};
-  for (const std::string& engine : {"onednn", "qnnpack"}) {
+  for (const std::string engine : {"onednn", "qnnpack"}) {
     for (const std::string& arch : zoo_names()) {
       GraphModule model(build_zoo_model(arch, input, classes, 1.0));
       randomise_batch_norms(model);

@@ -30,7 +30,12 @@ GradientAverager::GradientAverager(Collective& group, std::vector<torch::Tensor>
     bytes += size;
     largest = std::max(largest, bytes);
   }
-  flat_ = torch::empty({static_cast<int64_t>(largest / sizeof(float))}, torch::kFloat32);
+  // MPI reads host memory: device gradients are staged through a host buffer (copy_ crosses devices). NCCL reads
+  // device memory: the buffer lives with the parameters.
+  const torch::Device device = group_.backend() == "nccl" && !parameters_.empty() ? parameters_.front().device()
+                                                                                 : torch::Device(torch::kCPU);
+  flat_ = torch::empty({static_cast<int64_t>(largest / sizeof(float))},
+                       torch::TensorOptions().dtype(torch::kFloat32).device(device));
 }
 
 void GradientAverager::sum_weighted_gradients(double weight) {
@@ -71,7 +76,10 @@ void GradientAverager::broadcast_from_leader(Collective& group, const std::vecto
   size_t bytes = 0;
   const auto flush = [&] {
     if (bucket.empty()) return;
-    torch::Tensor flat = torch::empty({static_cast<int64_t>(bytes)}, torch::kUInt8);
+    // Host staging for MPI, the tensors' device for NCCL (as for the gradients).
+    const torch::Device device = group.backend() == "nccl" ? bucket.front().device() : torch::Device(torch::kCPU);
+    torch::Tensor flat =
+        torch::empty({static_cast<int64_t>(bytes)}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
     int64_t offset = 0;
     if (group.rank() == 0) {
       for (const torch::Tensor& t : bucket) {
@@ -95,7 +103,6 @@ void GradientAverager::broadcast_from_leader(Collective& group, const std::vecto
   };
   for (const torch::Tensor& t : tensors) {
     if (!t.defined() || t.numel() == 0) continue;
-    check(t.device().is_cpu(), "broadcast: a tensor on {} (the MPI group copies host memory)", t.device().str());
     if (!bucket.empty() && bytes + t.nbytes() > bucket_bytes) flush();
     bucket.push_back(t);
     bytes += t.nbytes();

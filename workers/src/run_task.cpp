@@ -15,6 +15,7 @@
 #include "edgesweep/common/hash.h"
 #include "edgesweep/common/progress.h"
 #include "edgesweep/workers/baseline_init.h"
+#include "edgesweep/workers/device.h"
 #include "edgesweep/workers/import_torchscript.h"
 #include "edgesweep/workers/compress/compressed_size.h"
 #include "edgesweep/workers/compress/quantize.h"
@@ -58,7 +59,11 @@ Json model_metadata(const GraphModule& model, const DataSplits& data, const Task
               {"test_accuracy", test_accuracy},
               {"baseline_hash", baseline_hash(task.config)},
               {"quantized_engine", "none"},
-              {"precision", "fp32"}};
+              {"precision", "fp32"},
+              // Where it was trained, and where the in-process latency of its artifact is measured: the CPU of the
+              // worker rank, as a stand-in for an edge CPU (a cluster GPU's latency says nothing about a board).
+              {"trained_on", device_name(task_device::current())},
+              {"latency_measured_on", fmt::format("cpu ({} thread(s))", std::max<int64_t>(1, task.threads))}};
 }
 
 /// Saves `model` (or, when given, the `scripted` module a quantize stage made of it) under
@@ -294,8 +299,9 @@ void run_trial(const Task& task, TaskResult& result) {
         task.baseline_sha256);
   LoadedModel baseline = load_graph_module(baseline_path);
   const double baseline_accuracy = baseline.metadata.value("test_accuracy", -1.0);
-  // Trials start from a copy of the baseline, which stays untouched as the teacher.
+  // Trials start from a copy of the baseline, which stays untouched as the teacher (on the task's device).
   GraphModule model = clone_graph_module(baseline.model);
+  const DevicePlacement teacher_on_device(task_device::current(), {baseline.model.get()});
   std::vector<Metric> metrics;
   StageContext context{*data, task.config, baseline.model, 0, 0, &metrics};
   check_quantize_pipeline(task.config);  // before any stage trains
@@ -361,13 +367,19 @@ TaskResult run_task(const Task& task) {
   // A data-parallel group stops together when its leader is past the limit (at a step's or an evaluation's exchange).
   task_progress::begin_task(task.trial_id, task.timeout_seconds, task_group::current() == nullptr);
   try {
-    torch::set_num_threads(static_cast<int>(std::max<int64_t>(1, task.threads)));
+    const ThreadSettings threads = set_task_threads(task.threads);
+    const task_device::Scope on_device(resolve_device(task.device), task.memory_format);
     if (task.kind == "baseline") {
       run_baseline(task, result);
     } else if (task.kind == "trial") {
       run_trial(task, result);
     } else {
       throw Error(fmt::format("unknown task kind '{}'", task.kind));
+    }
+    if (!result.metrics.empty() && !result.cached) {  // the leader's report: the threads its work ran with
+      result.metrics.push_back({-1, "threads", static_cast<double>(threads.intra_op)});
+      result.metrics.push_back({-1, "openmp_threads", static_cast<double>(threads.openmp)});
+      if (threads.blas >= 0) result.metrics.push_back({-1, "blas_threads", static_cast<double>(threads.blas)});
     }
     result.ok = true;
   } catch (const TrialTimeout& e) {

@@ -27,6 +27,8 @@ void record_epochs(const std::vector<EpochRecord>& epochs, StageContext& context
     if (e.val_accuracy >= 0) context.metrics->push_back({step, "val_accuracy", e.val_accuracy});
     context.metrics->push_back({step, "lr", e.lr});
     context.metrics->push_back({step, "images_per_second", e.images_per_second});
+    context.metrics->push_back({step, "channels_last", e.channels_last ? 1.0 : 0.0});
+    if (e.skipped_steps > 0) context.metrics->push_back({step, "skipped_steps", static_cast<double>(e.skipped_steps)});
     context.metrics->push_back({step, "stage", static_cast<double>(context.stage_index)});
   }
   context.epoch_offset += static_cast<int64_t>(epochs.size());
@@ -250,7 +252,10 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
     if (round == settings.rounds && validate) record("val_accuracy_after_prune", val_accuracy());
     if (settings.finetune.epochs > 0) {
       TrainHooks hooks = gradual ? gradual->hooks() : TrainHooks();
-      if (settings.unstructured() && !gradual) hooks.after_step = [&] { apply_masks(model, masks); };
+      if (settings.unstructured() && !gradual) {
+        hooks.after_step = [&] { apply_masks(model, masks); };
+        hooks.device_state = masks.masks;
+      }
       if (!settings.unstructured()) hold_zero_weights(model, context, hooks);  // zeros of an earlier prune stage
       hooks.loss = distillation;
       record_epochs(train_model(model, data, settings.finetune, context.trial.data.augment,

@@ -9,6 +9,7 @@
 
 #include "edgesweep/common/error.h"
 #include "edgesweep/workers/import_torchscript.h"
+#include "edgesweep/workers/mixed_precision.h"
 #include "edgesweep/workers/torchscript.h"
 #include "edgesweep/workers/trainer.h"
 
@@ -23,9 +24,11 @@ torch::Tensor distillation_divergence(const torch::Tensor& student_logits, const
 
 torch::Tensor distillation_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
                                 const torch::Tensor& labels, double temperature, double alpha) {
-  const auto hard = torch::nn::functional::cross_entropy(student_logits, labels);
+  // In fp32 whatever precision the forward passes ran in.
+  const auto student = at_least_fp32(student_logits);
+  const auto hard = torch::nn::functional::cross_entropy(student, labels);
   if (alpha == 0) return hard;
-  const auto soft = distillation_divergence(student_logits, teacher_logits, temperature);
+  const auto soft = distillation_divergence(student, at_least_fp32(teacher_logits), temperature);
   return alpha * temperature * temperature * soft + (1.0 - alpha) * hard;
 }
 
@@ -133,7 +136,7 @@ torch::Tensor HintLoss::loss() const {
   EDGESWEEP_ASSERT(student_feature_->defined() && teacher_feature_->defined());
   torch::Tensor student = *student_feature_;
   if (regressor_.defined()) student = torch::conv2d(student, regressor_);
-  return weight_ * torch::mse_loss(student, teacher_feature_->detach());
+  return weight_ * torch::mse_loss(at_least_fp32(student), at_least_fp32(teacher_feature_->detach()));
 }
 
 std::vector<torch::Tensor> HintLoss::parameters() const {
@@ -147,6 +150,7 @@ GraphModule distill_stage(GraphModule model, const StageConfig& stage, StageCont
   const TrainConfig config = train_config_from_params(stage.params);
   TrainHooks hooks;
   hooks.loss = make_distillation_loss(teacher, model->graph(), settings, "distill");
+  hooks.modules.push_back(teacher.get());  // on the training's device with the student
   const std::string hint_layer = stage.params.value("hint_layer", "");
   std::unique_ptr<HintLoss> hint;
   if (!hint_layer.empty()) {

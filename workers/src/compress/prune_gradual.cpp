@@ -63,7 +63,7 @@ GradualPruner::GradualPruner(GraphModule model, const GradualSchedule& schedule,
   model->weight_transform = [s](int node, const torch::Tensor& weight) {
     const int k = s->layer_of_node[node];
     if (k < 0) return weight;
-    torch::Tensor masked = weight * s->masks.masks[k];
+    torch::Tensor masked = weight * s->masks.masks[k].to(weight.device());
     if (masked.requires_grad()) {
       masked.retain_grad();
       s->masked_weights[k] = masked;
@@ -105,6 +105,11 @@ TrainHooks GradualPruner::hooks() {
     };
   } else if (state->scores) {
     hooks.after_backward = [state] { state->scores->accumulate(state->model); };
+  }
+  // The masks and scores go to the training's device with the model; masks made during training are made there.
+  hooks.device_state = state->masks.masks;
+  if (state->scores) {
+    hooks.device_state.insert(hooks.device_state.end(), state->scores->scores.begin(), state->scores->scores.end());
   }
   hooks.after_step = [state, regrow] {
     const GradualSchedule& s = state->schedule;

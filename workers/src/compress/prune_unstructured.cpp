@@ -53,13 +53,14 @@ WeightMasks lowest_score_masks(const GraphModule& model, const std::vector<torch
     if (previous != nullptr) {
       EDGESWEEP_ASSERT(previous->nodes == result.nodes);
       // Already pruned: first in line, below any score.
-      score.masked_fill_(previous->masks[k].flatten().eq(0), -std::numeric_limits<double>::infinity());
+      score.masked_fill_(previous->masks[k].flatten().eq(0).to(score.device()),
+                         -std::numeric_limits<double>::infinity());
     }
     scores.push_back(score);
   }
   if (global) {
     const auto all = torch::cat(scores);
-    auto keep = torch::ones({all.numel()}, torch::kFloat32);
+    auto keep = torch::ones({all.numel()}, all.options().dtype(torch::kFloat32));
     keep.index_fill_(0, smallest(all, rounded_count(sparsity, all.numel())), 0.0);
     int64_t offset = 0;
     for (size_t k = 0; k < result.nodes.size(); ++k) {
@@ -70,7 +71,7 @@ WeightMasks lowest_score_masks(const GraphModule& model, const std::vector<torch
   } else {
     for (size_t k = 0; k < result.nodes.size(); ++k) {
       const auto& weight = model->weight(result.nodes[k]);
-      auto keep = torch::ones({weight.numel()}, torch::kFloat32);
+      auto keep = torch::ones({weight.numel()}, scores[k].options().dtype(torch::kFloat32));
       keep.index_fill_(0, smallest(scores[k], rounded_count(sparsity, weight.numel())), 0.0);
       result.masks.push_back(keep.view(weight.sizes()));
     }
@@ -83,7 +84,7 @@ void apply_masks(const GraphModule& model, const WeightMasks& masks) {
   for (size_t k = 0; k < masks.nodes.size(); ++k) {
     const torch::Tensor& weight = model->weight(masks.nodes[k]);
     EDGESWEEP_ASSERT(weight.sizes() == masks.masks[k].sizes());
-    weight.mul_(masks.masks[k]);
+    weight.mul_(masks.masks[k].to(weight.device()));  // no copy when both are on one device
   }
 }
 
@@ -97,6 +98,7 @@ void hold_zero_weights(const GraphModule& model, TrainHooks& hooks) {
     masks->masks.push_back(weight.ne(0).to(weight.scalar_type()));
   }
   if (masks->nodes.empty()) return;
+  hooks.device_state.insert(hooks.device_state.end(), masks->masks.begin(), masks->masks.end());
   hooks.after_step = [model, masks, before = std::move(hooks.after_step)] {
     if (before) before();
     apply_masks(model, *masks);

@@ -6,6 +6,7 @@
 
 #include "edgesweep/common/error.h"
 #include "edgesweep/workers/compress/quantize.h"
+#include "edgesweep/workers/device.h"
 
 namespace edgesweep {
 namespace {
@@ -145,6 +146,8 @@ void calibrate(GraphModule& model, const DataSplits& data, const QuantizationPla
   check(data.train.size() > 0, "quantize: calibration needs training images, the training split is empty");
   EDGESWEEP_ASSERT(observers.size() == plan.observed.size());
   const bool was_training = model->is_training();
+  const torch::Device device = task_device::current();
+  const DevicePlacement placement(device, {model.get()});  // observers take their figures to the host
   auto previous = model->output_transform;
   model->eval();
   model->output_transform = [&](int node, const torch::Tensor& value) {
@@ -155,7 +158,7 @@ void calibrate(GraphModule& model, const DataSplits& data, const QuantizationPla
   int64_t done = 0;
   for (const auto& batch : make_batches(data.train.size(), batch_size, false, nullptr)) {
     if (done++ == batches) break;
-    model->forward(normalize_images(data.train.images.index_select(0, batch), data.mean, data.std));
+    model->forward(normalize_images(data.train.images.index_select(0, batch), data.mean, data.std).to(device));
   }
   model->output_transform = previous;
   model->train(was_training);

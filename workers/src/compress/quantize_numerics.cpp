@@ -92,7 +92,7 @@ void ActivationObserver::add_to_histogram(const torch::Tensor& v) {
     min_ = lo;
     max_ = hi;
   }
-  histogram_ += torch::histc(v, kHistogramBins, min_, max_).to(torch::kFloat64);
+  histogram_ += torch::histc(v, kHistogramBins, min_, max_).to(torch::kCPU, torch::kFloat64);
 }
 
 std::pair<double, double> ActivationObserver::range() const {
@@ -141,7 +141,8 @@ torch::Tensor fake_quantize_weight(const torch::Tensor& weight, bool per_channel
   const torch::Tensor scales = weight_scales(weight, per_channel);
   if (per_channel) {
     return torch::fake_quantize_per_channel_affine(weight, scales.to(torch::kFloat32),
-                                                   torch::zeros({weight.size(0)}, torch::kInt32), 0, -127, 127);
+                                                   torch::zeros({weight.size(0)}, weight.options().dtype(torch::kInt32)),
+                                                   0, -127, 127);
   }
   return torch::fake_quantize_per_tensor_affine(weight, scales.item<double>(), 0, -127, 127);
 }

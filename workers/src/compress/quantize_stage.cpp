@@ -6,6 +6,7 @@
 #include "edgesweep/workers/compress/distill.h"
 #include "edgesweep/workers/compress/prune.h"
 #include "edgesweep/workers/compress/quantize.h"
+#include "edgesweep/workers/mixed_precision.h"
 
 namespace edgesweep {
 namespace {
@@ -113,7 +114,7 @@ ScriptedModel quantization_aware_training(const GraphModule& model, const DataSp
       observers[node].observe(value);
       activations[node] = observers[node].qparams();
     }
-    return fake_quantize_activation(value, activations[node]);
+    return fake_quantize_activation(at_least_fp32(value), activations[node]);  // fp32 under autocast too
   };
   std::vector<EpochRecord> records;
   try {

@@ -29,16 +29,21 @@ class Collective {
 /// trial), read by the training loop and the evaluations. None (nullptr) while a task runs on one rank.
 namespace task_group {
 Collective* current();
-/// Makes `group` current for its lifetime (nullptr or a group of one: none), then restores the previous one.
+/// The collective for tensors of the current group: its NCCL communicator when the worker made one (device
+/// buffers), else current() (host buffers). None (nullptr) while a task runs on one rank.
+Collective* tensors();
+/// Makes `group` current for its lifetime (nullptr or a group of one: none), with `tensors` (optional) as its
+/// collective for device tensors, then restores the previous ones.
 class Scope {
  public:
-  explicit Scope(Collective* group);
+  explicit Scope(Collective* group, Collective* tensors = nullptr);
   ~Scope();
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
 
  private:
   Collective* previous_;
+  Collective* previous_tensors_;
 };
 }  // namespace task_group
 

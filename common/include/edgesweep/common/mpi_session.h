@@ -21,7 +21,8 @@ enum class Tag : int {
   Result = 3,  ///< worker -> rank 0: a task result (JSON); the worker is ready again afterwards
   Done = 4,    ///< rank 0 -> worker (and a leader -> its members): no more work, exit
   Heartbeat = 5,  ///< worker -> rank 0: alive, and where its task is (JSON TaskProgress), every heartbeat_seconds
-  Setup = 6,      ///< rank 0 -> worker, first: how the workers are grouped (JSON {"ranks_per_trial": k})
+  Setup = 6,      ///< rank 0 -> worker, first: how the workers are grouped and where they compute
+                  ///< (JSON {"ranks_per_trial": k, "device": "cpu" or "cuda"})
 };
 
 struct Message {

@@ -24,6 +24,8 @@ struct Task {
   double latency_seconds = 0;  ///< in-process latency of the artifact, per batch size (0: not measured)
   double timeout_seconds = 0;  ///< wall-clock limit; past it the task stops at its next step (0: none)
   double heartbeat_seconds = 10;  ///< worker ranks: how often to report the task's progress to rank 0
+  std::string device = "cpu";     ///< [run] device: "cpu" or "cuda" (the worker rank's GPU)
+  std::string memory_format = "auto";  ///< [run] memory_format: "auto", "contiguous" or "channels-last"
 };
 
 /// One value recorded for a trial: per epoch (step >= 1) or final (step = -1).
@@ -57,7 +59,7 @@ struct TaskResult {
 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Task, kind, trial_id, config, results_dir, baseline_path, baseline_sha256, cache_dir,
                                    threads, eval_batch_size, latency_seconds, timeout_seconds,
-                                   heartbeat_seconds)
+                                   heartbeat_seconds, device, memory_format)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Metric, step, name, value)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ArtifactRecord, kind, path, sha256, bytes, params, macs, format, metadata)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TaskResult, trial_id, ok, error, metrics, artifacts, seconds, cached)

@@ -48,6 +48,9 @@ struct TrainConfig {
   std::string lr_schedule = "cosine";
   int64_t step_size = 1;
   double gamma = 0.1;
+  /// "fp32", "bf16" or "fp16": the autocast dtype of the forward pass and the loss (weights, optimizer state, batch
+  /// norm and the loss stay fp32). In JSON only when not fp32, so older configs keep their form and hashes.
+  std::string precision = "fp32";
 };
 
 /// [baseline]: its training settings and, optionally, the archive whose weights it starts from.
@@ -77,8 +80,8 @@ void to_json(Json& j, const DataConfig& c);
 void from_json(const Json& j, DataConfig& c);
 void to_json(Json& j, const ModelConfig& c);
 void from_json(const Json& j, ModelConfig& c);
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TrainConfig, epochs, lr, optimizer, momentum, nesterov, weight_decay, batch_size,
-                                   lr_schedule, step_size, gamma)
+void to_json(Json& j, const TrainConfig& c);
+void from_json(const Json& j, TrainConfig& c);
 void to_json(Json& j, const BaselineConfig& c);
 void from_json(const Json& j, BaselineConfig& c);
 /// A stage's JSON form is its parameter object, which includes "stage".

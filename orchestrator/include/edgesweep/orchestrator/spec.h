@@ -31,6 +31,9 @@ struct RunSettings {
   double heartbeat_seconds = 10;     ///< how often a worker rank reports its progress to rank 0
   double heartbeat_timeout_seconds = 120;  ///< a worker silent this long while it holds a task is lost
   int64_t ranks_per_trial = 1;  ///< worker ranks that train one task together (data-parallel); divides the workers
+  std::string device = "cpu";   ///< "cpu" or "cuda": where tasks train and evaluate
+  std::string precision = "fp32";  ///< of every training that sets none (written into the trial configs)
+  std::string memory_format = "auto";  ///< "auto", "contiguous" or "channels-last"
 };
 
 /// [objectives]: what `edgesweep pareto` selects on unless the command line says otherwise.

@@ -37,8 +37,8 @@ class GradientAverager {
   /// How many buckets (collective calls) one average_gradients() makes.
   size_t buckets() const { return buckets_.size(); }
 
-  /// Copies the group leader's values of `tensors` (any dtype, CPU) to every rank, in place: packed into as few
-  /// broadcasts as the byte cap allows.
+  /// Copies the group leader's values of `tensors` (any dtype; host buffers staged for MPI, the tensors' device for
+  /// NCCL) to every rank, in place: packed into as few broadcasts as the byte cap allows.
   static void broadcast_from_leader(Collective& group, const std::vector<torch::Tensor>& tensors,
                                     size_t bucket_bytes = kDefaultBucketBytes);
 
