@@ -101,7 +101,36 @@ GraphModule small_cnn() {
 TEST(MemoryFormat, ConvolutionWeightsChangeLayoutNotValuesAndTheProbeLeavesTheModelAsItWas) {
   GraphModule model = small_cnn();
   ASSERT_TRUE(has_convolutions(model));
-  // The second convolution: with one input channel the first is both layouts at once.
+  // With one input channel the first convolution's weight is contiguous in both layouts; it is restrided all the
+  // same (else the first convolution's output, and all after it, would stay NCHW).
+  set_memory_format(model, torch::MemoryFormat::ChannelsLast);
+  for (const torch::Tensor& t : model->parameters()) {
+    if (t.dim() == 4) {
+      EXPECT_EQ(t.suggest_memory_format(), torch::MemoryFormat::ChannelsLast) << t.sizes();
+    }
+  }
+  const torch::Tensor one_channel = in_memory_format(torch::randn({2, 1, 28, 28}), torch::MemoryFormat::ChannelsLast);
+  EXPECT_EQ(one_channel.suggest_memory_format(), torch::MemoryFormat::ChannelsLast);
+  // Every 4-D value inside the network is channels-last, from the first convolution on.
+  std::vector<torch::MemoryFormat> inside;
+  model->output_transform = [&](int, const torch::Tensor& value) {
+    if (value.dim() == 4) inside.push_back(value.suggest_memory_format());
+    return value;
+  };
+  {
+    torch::NoGradGuard no_grad;
+    model->forward(one_channel);
+  }
+  model->output_transform = nullptr;
+  ASSERT_FALSE(inside.empty());
+  for (const torch::MemoryFormat format : inside) EXPECT_EQ(format, torch::MemoryFormat::ChannelsLast);
+  set_memory_format(model, torch::MemoryFormat::Contiguous);
+  for (const torch::Tensor& t : model->parameters()) {
+    if (t.dim() == 4) {
+      EXPECT_EQ(t.suggest_memory_format(), torch::MemoryFormat::Contiguous) << t.sizes();
+    }
+  }
+  // The second convolution: a plain case.
   torch::Tensor conv2;
   for (const torch::Tensor& t : model->parameters()) {
     if (t.dim() == 4 && t.size(1) > 1) {

@@ -128,12 +128,19 @@ bool has_convolutions(const GraphModule& model) {
   return false;
 }
 
+torch::Tensor in_memory_format(const torch::Tensor& t, torch::MemoryFormat format) {
+  if (!t.defined() || t.dim() != 4 || t.suggest_memory_format() == format) return t;
+  torch::Tensor out = at::empty_like(t, t.options().memory_format(format));
+  out.copy_(t);
+  return out;
+}
+
 void set_memory_format(GraphModule& model, torch::MemoryFormat format) {
   torch::NoGradGuard no_grad;
   // A gradient left in the old layout would break autograd's layout contract (slower accumulation): it goes.
   const auto convert = [format](torch::Tensor t) {
-    if (!t.defined() || t.dim() != 4 || t.is_contiguous(format)) return;
-    t.set_data(t.contiguous(format));
+    if (!t.defined() || t.dim() != 4 || t.suggest_memory_format() == format) return;
+    t.set_data(in_memory_format(t, format));
     if (t.grad().defined()) t.mutable_grad() = torch::Tensor();
   };
   for (torch::Tensor& p : model->parameters()) convert(p);
@@ -186,7 +193,8 @@ bool channels_last_is_faster(GraphModule& model, const Shape& input, int64_t bat
   const double contiguous = time_passes(model, x, precision, device);
   for (torch::Tensor& p : model->parameters()) p.mutable_grad() = torch::Tensor();
   set_memory_format(model, torch::MemoryFormat::ChannelsLast);
-  const double channels_last = time_passes(model, x.contiguous(torch::MemoryFormat::ChannelsLast), precision, device);
+  const double channels_last =
+      time_passes(model, in_memory_format(x, torch::MemoryFormat::ChannelsLast), precision, device);
   set_memory_format(model, torch::MemoryFormat::Contiguous);
   for (torch::Tensor& p : model->parameters()) p.mutable_grad() = torch::Tensor();
   model->train(was_training);

@@ -136,7 +136,7 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
         GradientAverager::broadcast_from_leader(*tensor_group, buffers);
       }
       inputs = inputs.to(device);
-      if (channels_last) inputs = inputs.contiguous(torch::MemoryFormat::ChannelsLast);
+      if (channels_last) inputs = in_memory_format(inputs, torch::MemoryFormat::ChannelsLast);
       labels = labels.to(device);
       optimizer->zero_grad();
       torch::Tensor logits, loss;

@@ -69,6 +69,11 @@ torch::Tensor at_least_fp32(const torch::Tensor& t);
 /// Whether `model` has 2-D convolutions (channels-last only matters for them).
 bool has_convolutions(const GraphModule& model);
 
+/// `t` with the strides of `format`. Unlike Tensor::contiguous(format), which keeps a tensor that is contiguous in both
+/// layouts (one channel, or 1x1 maps) as it is, this restrides it, so convolutions see the layout asked for: an input
+/// of one channel left NCHW-strided makes the first convolution's output, and all that follows, NCHW.
+torch::Tensor in_memory_format(const torch::Tensor& t, torch::MemoryFormat format);
+
 /// Stores every 4-D parameter and buffer of `model` (convolution weights) in `format`, in place.
 void set_memory_format(GraphModule& model, torch::MemoryFormat format);
 
