@@ -23,6 +23,7 @@
 #include "fake_datasets.h"
 #include "temp_folder.h"
 #include "tiny_tasks.h"
+#include "tiny_training.h"
 
 namespace edgesweep {
 namespace {
@@ -154,25 +155,6 @@ TEST(DeviceOnGpu, APlacementMovesModulesAndTensorsInPlaceAndBack) {
   }
   EXPECT_TRUE(layer->weight.device().is_cpu());
   EXPECT_TRUE(same_handle.device().is_cpu());
-}
-
-DataSplits brightness_task() {
-  torch::manual_seed(5);
-  const auto make = [](int64_t n) {
-    auto labels = torch::arange(n, torch::kInt64).remainder(2);
-    auto noise = torch::randint(0, 100, {n, 1, 8, 8}, torch::kInt64);
-    return Dataset{(noise + labels.view({n, 1, 1, 1}) * 155).to(torch::kUInt8), labels};
-  };
-  DataSplits data;
-  data.train = make(64);
-  data.val = make(32);
-  data.test = make(32);
-  data.class_names = {"dark", "bright"};
-  data.input_shape = Shape{1, 8, 8, false};
-  data.mean = {0.5};
-  data.std = {0.3};
-  data.id = "brightness@device-test";
-  return data;
 }
 
 GraphModule tiny_cnn() {

@@ -15,6 +15,7 @@
 #include "edgesweep/common/error.h"
 #include "edgesweep/workers/zoo.h"
 #include "expect_error.h"
+#include "tiny_training.h"
 
 namespace edgesweep {
 namespace {
@@ -81,27 +82,6 @@ TEST(Evaluation, CountsCorrectPredictionsExactly) {
   model->bias(2).zero_();
   EXPECT_EQ(evaluate_accuracy(model, data, mean, std, 8), 0.0);
   expect_error<Error>([&] { evaluate_accuracy(model, Dataset{}, mean, std, 8); }, {"empty"});
-}
-
-/// A separable two-class task: dark noise (label 0) against bright noise (label 1), 8x8 grey.
-DataSplits brightness_task() {
-  torch::manual_seed(5);
-  const auto make = [](int64_t n) {
-    auto labels = torch::arange(n, torch::kInt64).remainder(2);
-    auto noise = torch::randint(0, 100, {n, 1, 8, 8}, torch::kInt64);
-    auto images = (noise + labels.view({n, 1, 1, 1}) * 155).to(torch::kUInt8);
-    return Dataset{images, labels};
-  };
-  DataSplits data;
-  data.train = make(64);
-  data.val = make(32);
-  data.test = make(32);
-  data.class_names = {"dark", "bright"};
-  data.input_shape = Shape{1, 8, 8, false};
-  data.mean = {0.5};
-  data.std = {0.3};
-  data.id = "brightness@test";
-  return data;
 }
 
 GraphModule tiny_cnn(uint64_t seed) {
