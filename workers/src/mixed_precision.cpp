@@ -34,10 +34,14 @@ std::string cpu_bf16_unavailable_reason(const std::string& cpuinfo) {
 }
 
 std::string cpu_bf16_unavailable_reason() {
-  std::ifstream in("/proc/cpuinfo");
-  std::stringstream text;
-  text << in.rdbuf();
-  return cpu_bf16_unavailable_reason(text.str());
+  // Read once per process: every training checks its precision.
+  static const std::string reason = [] {
+    std::ifstream in("/proc/cpuinfo");
+    std::stringstream text;
+    text << in.rdbuf();
+    return cpu_bf16_unavailable_reason(text.str());
+  }();
+  return reason;
 }
 
 void check_precision_usable(const std::string& precision, const torch::Device& device, const std::string& where) {
@@ -97,12 +101,14 @@ torch::Tensor LossScaler::scaled(const torch::Tensor& loss) const { return enabl
 bool LossScaler::unscale_and_update(const std::vector<torch::Tensor>& parameters) {
   if (!enabled_) return true;
   torch::NoGradGuard no_grad;
-  bool finite = true;
+  // One host synchronisation per step, not one per parameter.
+  std::vector<torch::Tensor> finite_flags;
   for (const torch::Tensor& p : parameters) {
     if (!p.grad().defined()) continue;
     p.mutable_grad().mul_(1.0 / scale_);
-    if (finite && !torch::isfinite(p.grad()).all().item<bool>()) finite = false;
+    finite_flags.push_back(torch::isfinite(p.grad()).all());
   }
+  const bool finite = finite_flags.empty() || torch::stack(finite_flags).all().item<bool>();
   if (!finite) {
     scale_ *= 0.5;
     good_steps_ = 0;
@@ -139,8 +145,9 @@ void set_memory_format(GraphModule& model, torch::MemoryFormat format) {
   torch::NoGradGuard no_grad;
   // A gradient left in the old layout would break autograd's layout contract (slower accumulation): it goes.
   const auto convert = [format](torch::Tensor t) {
-    if (!t.defined() || t.dim() != 4 || t.suggest_memory_format() == format) return;
-    t.set_data(in_memory_format(t, format));
+    const torch::Tensor converted = in_memory_format(t, format);
+    if (converted.is_same(t)) return;  // already in the layout (or not 4-D)
+    t.set_data(converted);
     if (t.grad().defined()) t.mutable_grad() = torch::Tensor();
   };
   for (torch::Tensor& p : model->parameters()) convert(p);
