@@ -70,6 +70,26 @@ ParamSpec precision_param(bool sweepable) {
   return p;
 }
 
+/// A training's warm-up; absent from the config (and its hash) when 0.
+ParamSpec warmup_param(bool sweepable) {
+  ParamSpec p = real("warmup_epochs", 0.0, 0.0, 1000.0, sweepable,
+                     "epochs (fractions allowed) of linear warm-up from lr / steps to lr before the schedule; "
+                     "one-cycle: the length of its rising phase");
+  p.fill_default = false;
+  return p;
+}
+
+/// Whether a training's schedule is its own or the trial's; absent from the config (and its hash) when "stage".
+ParamSpec span_param(bool sweepable) {
+  ParamSpec p = text("lr_span", "stage", {"stage", "trial"}, sweepable,
+                     "stage: the schedule (and warm-up) runs over this training alone; trial: one schedule runs over "
+                     "the trainings of every stage of the trial that says trial, in pipeline order (a prune stage's "
+                     "rounds of fine-tuning, distillation, QAT), each at its own lr times the schedule's factor at "
+                     "its place, so a cosine anneals once over them all");
+  p.fill_default = false;
+  return p;
+}
+
 /// Training settings shared by [baseline] and the train/finetune stages; defaults differ per use.
 std::vector<ParamSpec> training_params(int epochs, double lr, bool sweepable) {
   return {
@@ -80,10 +100,16 @@ std::vector<ParamSpec> training_params(int epochs, double lr, bool sweepable) {
       boolean("nesterov", false, sweepable, "Nesterov momentum for SGD"),
       real("weight_decay", 5e-4, 0.0, 1.0, sweepable, "L2 weight decay"),
       integer("batch_size", 128, 1, 65536, sweepable, "training batch size"),
-      text("lr_schedule", "cosine", {"constant", "step", "cosine"}, sweepable, "learning-rate schedule over epochs"),
+      text("lr_schedule", "cosine", {"constant", "step", "cosine", "one-cycle"}, sweepable,
+           "learning rate per optimizer step: constant; step (x gamma every step_size epochs); cosine (half a cosine "
+           "from lr to 0 over the steps after the warm-up); one-cycle (Smith & Topin: a cosine rise from lr/25 to lr "
+           "over the warm-up, 30 % of the steps when warmup_epochs is 0, then a cosine fall to lr/250000; the "
+           "momentum is not cycled)"),
       integer("step_size", 1, 1, 1000, sweepable, "epochs between decays for the step schedule"),
       real("gamma", 0.1, 0.0, 1.0, sweepable, "decay factor for the step schedule", true),
       precision_param(sweepable),
+      warmup_param(sweepable),
+      span_param(sweepable),
   };
 }
 
@@ -169,6 +195,24 @@ std::vector<ParamSpec> prune_params() {
                         "per-layer ratios from an earlier sensitivity stage: each layer (magnitude-local) or group "
                         "(block) gets the largest analysed ratio whose accuracy drop is at most this many points, "
                         "capped at `sparsity` (one-shot only); negative: off"));
+  const auto optional = [&params](ParamSpec p) {  // absent from the config (and its hash) when at its default
+    p.fill_default = false;
+    params.push_back(std::move(p));
+  };
+  optional(text("criterion", "magnitude", {"magnitude", "group-norm", "taylor", "bn-scale"}, true,
+                "block: how channels are ranked. magnitude: mean |w| of every weight tied to the channel; group-norm: "
+                "L2 norm of the whole coupled group's weights including the batch-norm scales (DepGraph); taylor: "
+                "first-order Taylor, (sum of weight x gradient of the parameters producing the channel)^2 averaged "
+                "over criterion_batches training batches (Molchanov et al. 2019); bn-scale: |gamma| of the batch "
+                "norms on the channel's path after slimming_epochs of training with an L1 penalty on gamma "
+                "(network slimming, Liu et al. 2017)"));
+  optional(integer("criterion_batches", 32, 1, 100000, true,
+                   "taylor: training batches the importance is averaged over"));
+  optional(integer("slimming_epochs", 1, 0, 1000, true,
+                   "bn-scale: epochs of sparsity training (the fine-tuning settings plus slimming_penalty * |gamma|) "
+                   "before the first pruning round"));
+  optional(real("slimming_penalty", 1e-4, 0.0, 1.0, true,
+                "bn-scale: weight of the L1 penalty on the batch-norm scales during the sparsity training"));
   ParamSpec regrow = boolean("regrow", false, true,
                               "movement: pruned weights keep their values, masked in the forward pass, and their "
                               "scores keep moving (straight-through), so a weight comes back when its score rises "
@@ -256,6 +300,11 @@ std::map<std::string, SectionSpec> make_sections() {
           list("std", ParamType::FloatList, Json::array(),
                "normalisation standard deviation per channel, with mean; empty: the training split's own"),
       }};
+  ParamSpec split_seed = integer("split_seed", -1, -1, 4294967295.0, false,
+                                 "seed of the train/validation/test splits and subsets; -1: [experiment] seed. Set, "
+                                 "runs of several seeds train and validate on the same images");
+  split_seed.fill_default = false;
+  sections["data"].params.push_back(std::move(split_seed));
   sections["model"] = {
       "model",
       {
@@ -271,7 +320,10 @@ std::map<std::string, SectionSpec> make_sections() {
           list("input_shape", ParamType::IntegerList, Json::array(),
                "arch = \"torchscript\": [C, H, W] of one input image, as the data gives it"),
       }};
-  sections["baseline"] = {"baseline", training_params(3, 0.05, true)};
+  sections["baseline"] = {"baseline", {}};
+  for (ParamSpec& p : training_params(3, 0.05, true)) {
+    if (p.name != "lr_span") sections["baseline"].params.push_back(std::move(p));  // the baseline is no stage
+  }
   sections["baseline"].params.push_back(
       text("init", "", {}, false,
            "path of an edgesweep float archive (e.g. results/cache/<baseline hash>.pt) whose weights the baseline "

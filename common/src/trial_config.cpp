@@ -17,6 +17,7 @@ void to_json(Json& j, const DataConfig& c) {
   if (c.rgb) j["rgb"] = true;
   if (!c.mean.empty()) j["mean"] = c.mean;
   if (!c.std.empty()) j["std"] = c.std;
+  if (c.split_seed >= 0) j["split_seed"] = c.split_seed;
 }
 
 void from_json(const Json& j, DataConfig& c) {
@@ -34,6 +35,7 @@ void from_json(const Json& j, DataConfig& c) {
   c.rgb = j.value("rgb", false);
   c.mean = j.value("mean", std::vector<double>());
   c.std = j.value("std", std::vector<double>());
+  c.split_seed = j.value("split_seed", int64_t{-1});
 }
 
 void to_json(Json& j, const ModelConfig& c) {
@@ -61,6 +63,8 @@ void to_json(Json& j, const TrainConfig& c) {
            {"batch_size", c.batch_size}, {"lr_schedule", c.lr_schedule},
            {"step_size", c.step_size}, {"gamma", c.gamma}};
   if (c.precision != "fp32") j["precision"] = c.precision;
+  if (c.warmup_epochs > 0) j["warmup_epochs"] = c.warmup_epochs;
+  if (c.lr_span != "stage") j["lr_span"] = c.lr_span;
 }
 
 void from_json(const Json& j, TrainConfig& c) {
@@ -75,6 +79,8 @@ void from_json(const Json& j, TrainConfig& c) {
   j.at("step_size").get_to(c.step_size);
   j.at("gamma").get_to(c.gamma);
   c.precision = j.value("precision", std::string("fp32"));
+  c.warmup_epochs = j.value("warmup_epochs", 0.0);
+  c.lr_span = j.value("lr_span", std::string("stage"));
 }
 
 void to_json(Json& j, const BaselineConfig& c) {

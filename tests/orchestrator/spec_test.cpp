@@ -366,7 +366,7 @@ TEST(Spec, UnreadableFileIsAnInputError) {
 TEST(SpecErrors, UnknownKeyInSection) {
   EXPECT_EQ(error_of(kHead + "[data]\n  foo = 1\n"),
             "x.toml:4:3: unknown key 'foo' in [data] (known keys: dataset, path, train_subset, test_subset, "
-            "val_fraction, augment, image_size, channels, test_fraction, classes, resize, rgb, mean, std)");
+            "val_fraction, augment, image_size, channels, test_fraction, classes, resize, rgb, mean, std, split_seed)");
 }
 
 TEST(SpecErrors, UnknownKeyInExperimentThroughADottedKey) {
@@ -377,7 +377,8 @@ TEST(SpecErrors, UnknownKeyInExperimentThroughADottedKey) {
 TEST(SpecErrors, UnknownKeyInStage) {
   EXPECT_EQ(error_of(kHead + "[[pipeline]]\nstage = \"finetune\"\nsparsity = 0.5\n"),
             "x.toml:5:1: unknown key 'sparsity' in pipeline[0] (stage 'finetune'; known keys: stage, epochs, lr, "
-            "optimizer, momentum, nesterov, weight_decay, batch_size, lr_schedule, step_size, gamma, precision)");
+            "optimizer, momentum, nesterov, weight_decay, batch_size, lr_schedule, step_size, gamma, precision, "
+            "warmup_epochs, lr_span)");
 }
 
 TEST(SpecErrors, UnknownKeyInLayer) {

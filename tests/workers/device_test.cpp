@@ -23,7 +23,7 @@
 #include "fake_datasets.h"
 #include "temp_folder.h"
 #include "tiny_tasks.h"
-#include "tiny_training.h"
+#include "synthetic_data.h"
 
 namespace edgesweep {
 namespace {
@@ -168,7 +168,7 @@ GraphModule tiny_cnn() {
 
 TEST(DeviceOnGpu, TheTrainingLoopGivesOnTheGpuWhatItGivesOnTheCpuAndLeavesTheModelOnTheCpu) {
   if (const std::string why = no_gpu(); !why.empty()) GTEST_SKIP() << why;
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(5);
   TrainConfig config;
   config.epochs = 2;
   config.lr = 0.05;

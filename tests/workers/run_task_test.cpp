@@ -2,6 +2,7 @@
 // from it, give what running them again gives, and a damaged kept file is passed over, never trusted.
 #include "edgesweep/workers/run_task.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -32,7 +33,7 @@ double final_metric(const TaskResult& result, const std::string& name) {
 std::vector<Metric> per_epoch(const TaskResult& result) {
   std::vector<Metric> epochs;
   for (const Metric& m : result.metrics) {
-    if (m.step >= 1 && m.name != "images_per_second") epochs.push_back(m);
+    if (m.step >= 1 && m.name != "images_per_second" && m.name != "input_wait_seconds") epochs.push_back(m);
   }
   return epochs;
 }
@@ -110,6 +111,35 @@ TEST_F(TrialPrefix, ATrialStartsAfterTheStagesItSharesWithAnEarlierOne) {
   ASSERT_TRUE(other.ok) << other.error;
   EXPECT_EQ(final_metric(other, "reused_stages"), 1.0);
   EXPECT_EQ(count_files(results / "prefixes", ".pt"), 3u);
+}
+
+TEST_F(TrialPrefix, AStageInTheTrialsLearningRateSpanIsSharedOnlyWithTheSameSpan) {
+  // The prune and distill stages anneal as one schedule: with a longer distillation, the prune stage's fine-tuning
+  // ran on another curve, so its kept model is not taken; with the same span it is.
+  const fs::path results = folder_ / "results";
+  const auto spanning = [&](int64_t id, int64_t distill_epochs, const std::string& mode) {
+    Task task = trial(results, id, mode);
+    task.config.pipeline[0].params["lr_span"] = "trial";
+    task.config.pipeline[1].params["lr_span"] = "trial";
+    task.config.pipeline[1].params["epochs"] = distill_epochs;
+    return task;
+  };
+  ASSERT_TRUE(run_task(spanning(2, 1, "none")).ok);
+  const TaskResult longer = run_task(spanning(3, 2, "none"));
+  ASSERT_TRUE(longer.ok) << longer.error;
+  EXPECT_EQ(final_metric(longer, "reused_stages"), 0.0);
+  const TaskResult same = run_task(spanning(4, 1, "static-int8"));
+  ASSERT_TRUE(same.ok) << same.error;
+  EXPECT_EQ(final_metric(same, "reused_stages"), 2.0);
+  // One cosine over the three epochs (prune's fine-tuning, then two of distillation) at each stage's own rate.
+  std::vector<double> rates;
+  for (const Metric& m : longer.metrics) {
+    if (m.name == "lr") rates.push_back(m.value);
+  }
+  ASSERT_EQ(rates.size(), 3u);
+  EXPECT_DOUBLE_EQ(rates[0], stage_config("prune", Json::object()).params.at("lr").get<double>());  // the schema's 0.01
+  EXPECT_NEAR(rates[1], 0.05 * 0.5 * (1 + std::cos(M_PI / 3)), 1e-12);
+  EXPECT_NEAR(rates[2], 0.05 * 0.5 * (1 + std::cos(2 * M_PI / 3)), 1e-12);
 }
 
 TEST_F(TrialPrefix, ADamagedKeptFileIsPassedOver) {

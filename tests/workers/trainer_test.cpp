@@ -13,9 +13,11 @@
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/workers/stages.h"
 #include "edgesweep/workers/zoo.h"
 #include "expect_error.h"
-#include "tiny_training.h"
+#include "stage_configs.h"
+#include "synthetic_data.h"
 
 namespace edgesweep {
 namespace {
@@ -52,6 +54,132 @@ TEST(LearningRate, CosineFollowsHalfACosine) {
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 75, 10, 100), 0.05 * (1 - std::sqrt(0.5)));  // 0.0146446...
   EXPECT_EQ(learning_rate_at(c, 100, 10, 100), 0.0);
   EXPECT_EQ(learning_rate_at(c, 5, 10, 0), 0.1);  // no steps: the base rate
+}
+
+TEST(LearningRate, WarmUpRisesLinearlyThenTheScheduleRunsOverTheRest) {
+  TrainConfig c = schedule("cosine");
+  c.warmup_epochs = 2;  // 20 of the 100 steps
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 0, 10, 100), 0.1 / 20);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 9, 10, 100), 0.1 * 10 / 20);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 19, 10, 100), 0.1);
+  EXPECT_EQ(learning_rate_at(c, 20, 10, 100), 0.1);  // the cosine starts at its top after the warm-up
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 60, 10, 100), 0.05);
+  EXPECT_EQ(learning_rate_at(c, 100, 10, 100), 0.0);
+  c.lr_schedule = "constant";
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 5, 10, 100), 0.1 * 6 / 20);
+  EXPECT_EQ(learning_rate_at(c, 50, 10, 100), 0.1);
+  c.lr_schedule = "step";  // x0.1 every 2 epochs, counted from the start
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 5, 10, 100), 0.1 * 6 / 20);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 20, 10, 100), 0.01);
+  c.warmup_epochs = 0.5;  // fractions of an epoch: 5 steps
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 2, 10, 100), 0.1 * 3 / 5);
+  EXPECT_EQ(learning_rate_at(c, 5, 10, 100), 0.1);
+}
+
+TEST(LearningRate, OneCycleRisesFromATwentyFifthToTheRateThenFallsFarBelowIt) {
+  TrainConfig c = schedule("one-cycle");  // 100 steps: rising over 30, falling over 70 (PyTorch's OneCycleLR shape)
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 0, 10, 100), 0.1 / 25);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 15, 10, 100), (0.1 / 25 + 0.1) / 2);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 30, 10, 100), 0.1);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 65, 10, 100), (0.1 + 0.1 / 25 / 1e4) / 2);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 100, 10, 100), 0.1 / 25 / 1e4);
+  double previous = 0;
+  for (int64_t step = 0; step <= 100; ++step) {
+    const double lr = learning_rate_at(c, step, 10, 100);
+    if (step <= 30) {
+      EXPECT_GT(lr, previous) << step;
+    } else {
+      EXPECT_LT(lr, previous) << step;
+    }
+    previous = lr;
+  }
+  c.warmup_epochs = 1;  // the rise is the warm-up when one is set
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 10, 10, 100), 0.1);
+  EXPECT_LT(learning_rate_at(c, 11, 10, 100), 0.1);
+}
+
+TEST(LearningRate, ATrainingInATrialSpanTakesItsPartOfTheSpansCurve) {
+  // Two trainings of 2 epochs (10 steps each) in a span of 4 epochs: together, one schedule over 40 steps.
+  for (const char* name : {"cosine", "one-cycle", "step", "constant"}) {
+    TrainConfig whole = schedule(name);
+    whole.warmup_epochs = name == std::string("cosine") ? 1 : 0;
+    TrainConfig first = whole, second = whole;
+    first.span_total_epochs = second.span_total_epochs = 4;
+    second.span_offset_epochs = 2;
+    for (int64_t step = 0; step < 20; ++step) {
+      EXPECT_DOUBLE_EQ(learning_rate_at(first, step, 10, 20), learning_rate_at(whole, step, 10, 40)) << name << step;
+      EXPECT_DOUBLE_EQ(learning_rate_at(second, step, 10, 20), learning_rate_at(whole, step + 20, 10, 40))
+          << name << step;
+    }
+  }
+  TrainConfig c = schedule("cosine");
+  c.span_offset_epochs = 2;
+  c.span_total_epochs = 4;
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 0, 10, 20), 0.05);  // half-way through the span
+  EXPECT_EQ(learning_rate_at(c, 20, 10, 20), 0.0);         // its end is the span's end
+}
+
+TEST(TrialSpan, CountsTheTrainingEpochsOfTheStagesThatSpanAndPlacesEach) {
+  TrialConfig trial;
+  trial.pipeline = {
+      stage_config("prune", {{"method", "block"}, {"sparsity", 0.3}, {"schedule", "iterative"}, {"steps", 3},
+                             {"finetune_epochs", 2}, {"lr_span", "trial"}}),
+      stage_config("sensitivity", Json::object()),
+      stage_config("distill", {{"epochs", 4}, {"lr_span", "trial"}}),
+      stage_config("finetune", {{"epochs", 5}}),  // its own schedule
+      stage_config("quantize", {{"mode", "qat-int8"}, {"qat_epochs", 1}, {"lr_span", "trial"}}),
+  };
+  EXPECT_EQ(stage_training_epochs(trial.pipeline[0]), 6.0);  // 3 rounds of 2
+  EXPECT_EQ(stage_training_epochs(trial.pipeline[1]), 0.0);
+  EXPECT_EQ(stage_training_epochs(trial.pipeline[3]), 5.0);
+  EXPECT_EQ(stage_training_epochs(stage_config("quantize", {{"mode", "static-int8"}})), 0.0);
+  EXPECT_EQ(stage_training_epochs(stage_config("prune", {{"method", "block"}, {"sparsity", 0.3},
+                                                         {"schedule", "one-shot"}, {"steps", 3},
+                                                         {"finetune_epochs", 2}})),
+            2.0);
+  EXPECT_EQ(trial_span_epochs(trial.pipeline), 11.0);  // 6 + 4 + 1
+  const DataSplits data = brightness_task(5);
+  std::vector<Metric> metrics;
+  StageContext context{data, trial, GraphModule(nullptr), 2, 0, &metrics};
+  TrainConfig config;
+  config.lr_span = "trial";
+  const TrainConfig placed = in_trial_span(config, context);
+  EXPECT_EQ(placed.span_offset_epochs, 6.0);
+  EXPECT_EQ(placed.span_total_epochs, 11.0);
+  context.stage_index = 0;
+  EXPECT_EQ(in_trial_span(config, context, 4.0).span_offset_epochs, 4.0);  // the prune stage's third round
+  context.stage_index = 4;
+  EXPECT_EQ(in_trial_span(config, context).span_offset_epochs, 10.0);
+  const TrainConfig own = in_trial_span(TrainConfig(), context);  // lr_span = "stage"
+  EXPECT_EQ(own.span_total_epochs, 0.0);
+  EXPECT_EQ(own.span_offset_epochs, 0.0);
+}
+
+GraphModule tiny_cnn(uint64_t seed);  // below
+
+TEST(TrialSpan, APruneStagesRoundsAndAFineTuningAnnealOnce) {
+  // Prune in two rounds of one epoch, then fine-tune for two: one cosine over the four epochs.
+  const DataSplits data = brightness_task(5);
+  TrialConfig trial;
+  trial.pipeline = {stage_config("prune", {{"method", "block"}, {"sparsity", 0.25}, {"schedule", "iterative"},
+                                           {"steps", 2}, {"finetune_epochs", 1}, {"batch_size", 16}, {"lr", 0.05},
+                                           {"lr_span", "trial"}}),
+                    stage_config("finetune", {{"epochs", 2}, {"batch_size", 16}, {"lr", 0.05}, {"lr_span", "trial"}})};
+  std::vector<Metric> metrics;
+  StageContext context{data, trial, GraphModule(nullptr), 0, 0, &metrics};
+  GraphModule model = tiny_cnn(3);
+  for (size_t i = 0; i < trial.pipeline.size(); ++i) {
+    context.stage_index = static_cast<int>(i);
+    model = find_stage(trial.pipeline[i].stage)(model, trial.pipeline[i], context);
+  }
+  std::vector<double> rates;
+  for (const Metric& m : metrics) {
+    if (m.name == "lr") rates.push_back(m.value);
+  }
+  ASSERT_EQ(rates.size(), 4u);
+  for (size_t e = 0; e < 4; ++e) {
+    EXPECT_NEAR(rates[e], 0.025 * (1 + std::cos(M_PI * static_cast<double>(e) / 4)), 1e-12) << "epoch " << e + 1;
+  }
 }
 
 /// `count` samples of 4 channels x 1 x 1: sample i has label i % 4 and a single 255 in channel `label`.
@@ -103,7 +231,7 @@ TrainConfig tiny_config() {
 }
 
 TEST(TrainModel, RecordsEveryEpochAndLearnsASeparableTask) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(5);
   GraphModule model = tiny_cnn(1);
   std::vector<int64_t> seen;
   const auto records =
@@ -125,7 +253,7 @@ TEST(TrainModel, RecordsEveryEpochAndLearnsASeparableTask) {
 }
 
 TEST(TrainModel, SameSeedSameResult) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(5);
   GraphModule a = tiny_cnn(1);
   GraphModule b = tiny_cnn(1);
   const auto ra = train_model(a, data, tiny_config(), true, 11);
@@ -142,7 +270,7 @@ TEST(TrainModel, SameSeedSameResult) {
 }
 
 TEST(TrainModel, NanWeightStopsTrainingWithTheLoss) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(5);
   GraphModule model = tiny_cnn(1);
   {
     torch::NoGradGuard no_grad;
@@ -153,7 +281,7 @@ TEST(TrainModel, NanWeightStopsTrainingWithTheLoss) {
 }
 
 TEST(TrainModel, HugeLearningRateDiverges) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(5);
   torch::manual_seed(2);
   GraphModule model(graph_from_layers(Json::parse(R"([{"op": "flatten"}, {"op": "linear", "out": 2}])"),
                                       Shape{1, 8, 8, false}, 2));
@@ -166,7 +294,7 @@ TEST(TrainModel, HugeLearningRateDiverges) {
 }
 
 TEST(TrainModel, NesterovNeedsMomentum) {
-  const DataSplits data = brightness_task();
+  const DataSplits data = brightness_task(5);
   GraphModule model = tiny_cnn(1);
   TrainConfig config = tiny_config();
   config.nesterov = true;

@@ -173,9 +173,12 @@ std::string prefix_key(const Task& task, size_t stages) {
   TrialConfig config = task.config;
   Json names = Json::array();
   for (const StageConfig& stage : config.pipeline) names.push_back(stage.stage);
+  // A stage in the trial's learning-rate span trains on a schedule as long as the span, which later stages set.
+  const double span = trial_span_epochs(config.pipeline);
   config.pipeline.resize(stages);
-  return json_hash(Json{{"format", 1}, {"baseline_sha256", task.baseline_sha256}, {"config", config},
-                        {"stage_names", names}});
+  Json key{{"format", 1}, {"baseline_sha256", task.baseline_sha256}, {"config", config}, {"stage_names", names}};
+  if (trial_span_epochs(config.pipeline) > 0) key["lr_span_epochs"] = span;
+  return json_hash(key);
 }
 
 fs::path prefix_file(const Task& task, const std::string& key, const std::string& extension) {
@@ -256,7 +259,7 @@ void keep_prefix(const Task& task, size_t stages, const GraphModule& model, cons
 void run_baseline(const Task& task, TaskResult& result) {
   const bool cached = group_task::leader() && take_cached_baseline(task, result);
   if (group_task::leader_value(cached ? 1 : 0) != 0) return;
-  const auto data = load_data_cached(task.config.data, task.config.seed);
+  const auto data = load_data_cached(task.config.data, task.config.data.splits_seed(task.config.seed));
   torch::manual_seed(task.config.seed);
   const auto classes = static_cast<int64_t>(data->class_names.size());
   GraphModule model = task.config.model.arch == "torchscript"
@@ -292,7 +295,7 @@ void run_baseline(const Task& task, TaskResult& result) {
 }
 
 void run_trial(const Task& task, TaskResult& result) {
-  const auto data = load_data_cached(task.config.data, task.config.seed);
+  const auto data = load_data_cached(task.config.data, task.config.data.splits_seed(task.config.seed));
   const fs::path baseline_path = fs::path(task.results_dir) / task.baseline_path;
   const std::string sha = sha256_file(baseline_path);
   check(sha == task.baseline_sha256, "baseline '{}' has sha256 {}, the store recorded {}", baseline_path.string(), sha,

@@ -28,6 +28,7 @@ void record_epochs(const std::vector<EpochRecord>& epochs, StageContext& context
     context.metrics->push_back({step, "lr", e.lr});
     context.metrics->push_back({step, "images_per_second", e.images_per_second});
     context.metrics->push_back({step, "channels_last", e.channels_last ? 1.0 : 0.0});
+    context.metrics->push_back({step, "input_wait_seconds", e.input_wait_seconds});
     if (e.skipped_steps > 0) context.metrics->push_back({step, "skipped_steps", static_cast<double>(e.skipped_steps)});
     context.metrics->push_back({step, "stage", static_cast<double>(context.stage_index)});
   }
@@ -38,6 +39,40 @@ void hold_zero_weights(const GraphModule& model, const StageContext& context, Tr
   if (context.keep_zero_weights) hold_zero_weights(model, hooks);
 }
 
+double stage_training_epochs(const StageConfig& stage) {
+  const Json& p = stage.params;
+  const auto number = [&](const char* key) { return static_cast<double>(p.value(key, int64_t{0})); };
+  if (stage.stage == "train" || stage.stage == "finetune" || stage.stage == "distill") return number("epochs");
+  if (stage.stage == "prune") {
+    const bool iterative = p.value("schedule", std::string()) == "iterative";
+    return number("finetune_epochs") * (iterative ? std::max(1.0, number("steps")) : 1.0);
+  }
+  if (stage.stage == "quantize" && p.value("mode", std::string()) == "qat-int8") return number("qat_epochs");
+  return 0;
+}
+
+double trial_span_epochs(const std::vector<StageConfig>& pipeline) {
+  double total = 0;
+  for (const StageConfig& stage : pipeline) {
+    if (stage.params.value("lr_span", std::string("stage")) == "trial") total += stage_training_epochs(stage);
+  }
+  return total;
+}
+
+TrainConfig in_trial_span(TrainConfig config, const StageContext& context, double earlier_in_stage) {
+  if (config.lr_span != "trial") return config;
+  const auto& pipeline = context.trial.pipeline;
+  double before = 0;
+  for (size_t i = 0; i < pipeline.size() && static_cast<int>(i) < context.stage_index; ++i) {
+    if (pipeline[i].params.value("lr_span", std::string("stage")) == "trial") {
+      before += stage_training_epochs(pipeline[i]);
+    }
+  }
+  config.span_offset_epochs = before + earlier_in_stage;
+  config.span_total_epochs = trial_span_epochs(pipeline);
+  return config;
+}
+
 uint64_t stage_seed(const StageContext& context) {
   return context.trial.seed * 1000003ULL + static_cast<uint64_t>(context.stage_index) + 1;
 }
@@ -45,7 +80,7 @@ uint64_t stage_seed(const StageContext& context) {
 namespace {
 
 GraphModule finetune_stage(GraphModule model, const StageConfig& stage, StageContext& context) {
-  const TrainConfig config = train_config_from_params(stage.params);
+  const TrainConfig config = in_trial_span(train_config_from_params(stage.params), context);
   TrainHooks hooks;
   hold_zero_weights(model, context, hooks);
   record_epochs(train_model(model, context.data, config, context.trial.data.augment, stage_seed(context), {}, hooks),
@@ -76,6 +111,10 @@ struct PruneSettings {
   GradualSchedule agp;
   int64_t agp_steps = 0;  ///< optimizer steps of the fine-tuning run the schedule spans
   double from_sensitivity = -1;  ///< >= 0: per-layer ratios from a sensitivity stage, with this maximum drop
+  std::string criterion = "magnitude";  ///< block: magnitude, group-norm, taylor or bn-scale
+  int64_t criterion_batches = 32;       ///< taylor
+  int64_t slimming_epochs = 1;          ///< bn-scale
+  double slimming_penalty = 1e-4;       ///< bn-scale
   bool unstructured() const {
     return method == "magnitude-local" || method == "magnitude-global" || method == "movement";
   }
@@ -124,6 +163,22 @@ PruneSettings read_prune_settings(const Json& params, const Graph& graph, int64_
     check_input(schedule == "one-shot", "prune: 'from_sensitivity' prunes in one shot; 'schedule' is \"{}\"",
                 schedule);
   }
+  s.criterion = params.value("criterion", std::string("magnitude"));
+  check_input(s.criterion == "magnitude" || s.criterion == "group-norm" || s.criterion == "taylor" ||
+                  s.criterion == "bn-scale",
+              "prune: 'criterion' is \"{}\", expected magnitude, group-norm, taylor or bn-scale", s.criterion);
+  check_input(s.criterion == "magnitude" || s.method == "block",
+              "prune: 'criterion' = \"{}\" ranks coupled channel groups and applies to method 'block', not '{}' "
+              "(whose name says how it ranks)", s.criterion, s.method);
+  check_input(s.criterion == "magnitude" || s.from_sensitivity < 0,
+              "prune: 'criterion' = \"{}\" with 'from_sensitivity': the per-group ratios of a sensitivity stage were "
+              "measured by removing the smallest-magnitude channels, so they prune by magnitude", s.criterion);
+  s.criterion_batches = params.value("criterion_batches", int64_t{32});
+  check_input(s.criterion_batches >= 1, "prune: 'criterion_batches' = {} must be >= 1", s.criterion_batches);
+  s.slimming_epochs = params.value("slimming_epochs", int64_t{1});
+  check_input(s.slimming_epochs >= 0, "prune: 'slimming_epochs' = {} must be >= 0", s.slimming_epochs);
+  s.slimming_penalty = params.value("slimming_penalty", 1e-4);
+  check_input(s.slimming_penalty >= 0, "prune: 'slimming_penalty' = {} must be >= 0", s.slimming_penalty);
   const bool regrow = params.value("regrow", false);
   check_input(!regrow || s.method == "movement",
               "prune: 'regrow' = true lets movement scores bring pruned weights back and applies to method "
@@ -203,10 +258,24 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
   record("macs_before", static_cast<double>(count_macs(model->graph())));
   if (validate) record("val_accuracy_before_prune", val_accuracy());
 
-  const ChannelImportance importance = settings.method == "l1-filter"   ? ChannelImportance::L1
-                                       : settings.method == "l2-filter" ? ChannelImportance::L2
-                                       : settings.method == "fpgm-filter" ? ChannelImportance::GeometricMedian
-                                                                        : ChannelImportance::Block;
+  const ChannelImportance importance = settings.method == "l1-filter"        ? ChannelImportance::L1
+                                       : settings.method == "l2-filter"      ? ChannelImportance::L2
+                                       : settings.method == "fpgm-filter"    ? ChannelImportance::GeometricMedian
+                                       : settings.criterion == "group-norm" ? ChannelImportance::GroupNorm
+                                       : settings.criterion == "bn-scale"   ? ChannelImportance::BatchNormScale
+                                                                            : ChannelImportance::Block;
+  if (settings.criterion == "bn-scale" && settings.slimming_epochs > 0) {
+    // Network slimming's sparsity training: the fine-tuning settings on their own schedule, plus the L1 penalty.
+    TrainConfig slimming = settings.finetune;
+    slimming.epochs = settings.slimming_epochs;
+    slimming.lr_span = "stage";
+    TrainHooks hooks;
+    hold_zero_weights(model, context, hooks);
+    add_batch_norm_sparsity(model, settings.slimming_penalty, hooks);
+    record_epochs(train_model(model, data, slimming, context.trial.data.augment, stage_seed(context), {}, hooks),
+                  context);
+    if (validate) record("val_accuracy_after_slimming", val_accuracy());
+  }
   // Sizes of the unpruned model's channel groups, by the name of their first producer (names survive pruning): local
   // channel pruning in rounds takes each round's share of these, so rounding to `round_to` never compounds.
   std::map<std::string, int64_t> original_sizes;
@@ -246,7 +315,17 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
           selection.base_sizes.push_back(found == original_sizes.end() ? group.size() : found->second);
         }
       }
-      model = settings.method == "node" ? prune_nodes(model, selection) : prune_channels(model, importance, selection);
+      if (settings.method == "node") {
+        model = prune_nodes(model, selection);
+      } else {
+        const ChannelAnalysis analysis = analyze_channel_groups(model->graph());
+        const std::vector<double> scores =
+            settings.criterion == "taylor"
+                ? taylor_importance(model, analysis, data, settings.criterion_batches, settings.finetune.batch_size,
+                                    stage_seed(context) + static_cast<uint64_t>(round))
+                : channel_importance(model, analysis, importance);
+        model = rebuild_without(model, analysis, select_units(analysis, scores, selection));
+      }
     }
     reached = target;
     if (round == settings.rounds && validate) record("val_accuracy_after_prune", val_accuracy());
@@ -258,7 +337,9 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
       }
       if (!settings.unstructured()) hold_zero_weights(model, context, hooks);  // zeros of an earlier prune stage
       hooks.loss = distillation;
-      record_epochs(train_model(model, data, settings.finetune, context.trial.data.augment,
+      const TrainConfig finetune = in_trial_span(
+          settings.finetune, context, static_cast<double>((round - 1) * settings.finetune.epochs));
+      record_epochs(train_model(model, data, finetune, context.trial.data.augment,
                                 stage_seed(context) + static_cast<uint64_t>(round), {}, hooks),
                     context);
       if (gradual) gradual->finish();

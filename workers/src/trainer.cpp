@@ -1,6 +1,7 @@
 // Training loop and evaluation.
 #include "edgesweep/workers/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -12,23 +13,51 @@
 #include "edgesweep/common/progress.h"
 #include "edgesweep/workers/device.h"
 #include "edgesweep/workers/gradient_sync.h"
+#include "edgesweep/workers/input_pipeline.h"
 #include "edgesweep/workers/mixed_precision.h"
 
 namespace edgesweep {
 namespace {
+/// Batches the input pipeline prepares ahead of the step: one computing and one ready covers a step's variation.
+constexpr int64_t kPrefetchedBatches = 2;
+
 /// Top-1 accuracy on this rank.
 double evaluate_here(GraphModule& model, const Dataset& dataset, const std::vector<double>& mean,
                      const std::vector<double>& std, int64_t batch_size);
 }  // namespace
 
 double learning_rate_at(const TrainConfig& config, int64_t step, int64_t steps_per_epoch, int64_t total_steps) {
+  // In steps of this training: where the step lies in its span and the span's length (the trial's span when the
+  // training is part of one, measured in this training's steps per epoch), and the warm-up's length.
+  const double per_epoch = static_cast<double>(std::max<int64_t>(steps_per_epoch, 1));
+  double position = static_cast<double>(step);
+  double length = static_cast<double>(total_steps);
+  if (config.span_total_epochs > 0) {
+    position += config.span_offset_epochs * per_epoch;
+    length = config.span_total_epochs * per_epoch;
+  }
+  const double warmup = std::min(config.warmup_epochs * per_epoch, length);
+  if (config.lr_schedule == "one-cycle") {
+    // PyTorch's OneCycleLR shape (div_factor 25, final_div_factor 1e4, cosine phases); the rise is the warm-up, or
+    // 30 % of the span.
+    if (length <= 0) return config.lr;
+    const double rise = warmup > 0 ? warmup : 0.3 * length;
+    const double low = config.lr / 25.0, lowest = low / 1e4;
+    const auto cosine_between = [](double from, double to, double share) {
+      return to + 0.5 * (from - to) * (1.0 + std::cos(M_PI * std::clamp(share, 0.0, 1.0)));
+    };
+    if (position < rise) return cosine_between(low, config.lr, position / rise);
+    return length > rise ? cosine_between(config.lr, lowest, (position - rise) / (length - rise)) : config.lr;
+  }
+  // Linear warm-up: the k-th step (from 0) runs at lr * (k + 1) / warm-up steps.
+  if (warmup > 0 && position < warmup) return config.lr * std::min(1.0, (position + 1.0) / warmup);
   if (config.lr_schedule == "step") {
-    const int64_t epoch = steps_per_epoch > 0 ? step / steps_per_epoch : 0;
+    const auto epoch = static_cast<int64_t>(std::floor(position / per_epoch));
     return config.lr * std::pow(config.gamma, static_cast<double>(epoch / config.step_size));
   }
   if (config.lr_schedule == "cosine") {
-    if (total_steps <= 0) return config.lr;
-    const double progress = static_cast<double>(step) / static_cast<double>(total_steps);
+    if (length - warmup <= 0) return config.lr;
+    const double progress = std::min(1.0, (position - warmup) / (length - warmup));
     return 0.5 * config.lr * (1.0 + std::cos(M_PI * progress));
   }
   return config.lr;
@@ -107,11 +136,34 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
   torch::manual_seed(seed + static_cast<uint64_t>(rank) * 0x9E3779B97F4A7C15ULL);
   const int64_t steps_per_epoch = (data.train.size() + config.batch_size - 1) / config.batch_size;
   const int64_t total_steps = steps_per_epoch * config.epochs;
-  const int64_t padding = data.input_shape.height <= 28 ? 2 : 4;
+  // The input pipeline: a background thread draws each epoch's order and each batch's augmentation from `generator`
+  // (in the order the loop would) and prepares this rank's shard of the next batches while the step computes.
+  const Dataset train{data.train.images.contiguous(), data.train.labels};
+  BatchRecipe recipe;
+  recipe.mean = data.mean;
+  recipe.std = data.std;
+  recipe.augment = augment;
+  recipe.padding = data.input_shape.height <= 28 ? 2 : 4;
+  recipe.layout = channels_last && train.images.size(1) > 1 ? torch::MemoryFormat::ChannelsLast
+                                                            : torch::MemoryFormat::Contiguous;
+  recipe.pinned = device.is_cuda();
+  std::vector<torch::Tensor> epoch_batches;
+  BatchPipeline pipeline(
+      total_steps,
+      [&, ranks, rank](int64_t k) {
+        if (k % steps_per_epoch == 0) epoch_batches = make_batches(train.size(), config.batch_size, true, &generator);
+        const torch::Tensor& batch = epoch_batches[static_cast<size_t>(k % steps_per_epoch)];
+        const int64_t global = batch.size(0);
+        // This rank's shard: rows [global * rank / ranks, global * (rank + 1) / ranks).
+        const int64_t first = global * rank / ranks;
+        return prepare_batch(train, batch, first, global * (rank + 1) / ranks - first, recipe, &generator);
+      },
+      kPrefetchedBatches);
   std::vector<EpochRecord> records;
   int64_t step = 0;
   for (int64_t epoch = 1; epoch <= config.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
+    const double waited_before = pipeline.wait_seconds();
     if (group != nullptr) GradientAverager::broadcast_from_leader(*tensor_group, state);
     model->train();
     EpochRecord record;
@@ -119,25 +171,16 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
     record.lr = learning_rate_at(config, step, steps_per_epoch, total_steps);
     double loss_sum = 0;
     int64_t correct = 0, seen = 0;
-    for (const auto& batch : make_batches(data.train.size(), config.batch_size, true, &generator)) {
+    for (int64_t in_epoch = 0; in_epoch < steps_per_epoch; ++in_epoch) {
       const double lr = learning_rate_at(config, step, steps_per_epoch, total_steps);
       for (auto& param_group : optimizer->param_groups()) param_group.options().set_lr(lr);
-      auto images = data.train.images.index_select(0, batch);
-      if (augment) images = augment_images(images, padding, generator);
-      auto inputs = normalize_images(images, data.mean, data.std);
-      auto labels = data.train.labels.index_select(0, batch);
-      const int64_t global = batch.size(0);
-      int64_t mine = global;
-      if (group != nullptr) {  // this rank's shard: rows [global * rank / ranks, global * (rank + 1) / ranks)
-        const int64_t first = global * rank / ranks;
-        mine = global * (rank + 1) / ranks - first;
-        inputs = inputs.narrow(0, first, mine);
-        labels = labels.narrow(0, first, mine);
-        GradientAverager::broadcast_from_leader(*tensor_group, buffers);
-      }
-      inputs = inputs.to(device);
+      PreparedBatch batch = pipeline.next();
+      const int64_t global = batch.global;
+      const int64_t mine = batch.count;
+      if (group != nullptr) GradientAverager::broadcast_from_leader(*tensor_group, buffers);
+      torch::Tensor inputs = batch.inputs.to(device, /*non_blocking=*/recipe.pinned);
       if (channels_last) inputs = in_memory_format(inputs, torch::MemoryFormat::ChannelsLast);
-      labels = labels.to(device);
+      const torch::Tensor labels = batch.labels.to(device, /*non_blocking=*/recipe.pinned);
       optimizer->zero_grad();
       torch::Tensor logits, loss;
       double loss_value = 0;
@@ -185,6 +228,7 @@ std::vector<EpochRecord> train_model(GraphModule& model, const DataSplits& data,
     record.images_per_second = static_cast<double>(seen) / std::max(seconds, 1e-9);
     record.channels_last = channels_last;
     record.skipped_steps = scaler.skipped_steps();
+    record.input_wait_seconds = pipeline.wait_seconds() - waited_before;
     if (data.val.size() > 0) record.val_accuracy = evaluate_accuracy(model, data.val, data.mean, data.std, 256);
     records.push_back(record);
     if (on_epoch) on_epoch(record);
@@ -210,10 +254,14 @@ double evaluate_here(GraphModule& model, const Dataset& dataset, const std::vect
   model->eval();
   torch::NoGradGuard no_grad;
   int64_t correct = 0;
-  for (const auto& batch : make_batches(dataset.size(), batch_size, false, nullptr)) {
-    const auto inputs = normalize_images(dataset.images.index_select(0, batch), mean, std).to(device);
-    const auto logits = model->forward(inputs);
-    correct += logits.argmax(1).eq(dataset.labels.index_select(0, batch).to(device)).sum().item<int64_t>();
+  const Dataset samples{dataset.images.contiguous(), dataset.labels};
+  BatchRecipe recipe;
+  recipe.mean = mean;
+  recipe.std = std;
+  for (const auto& batch : make_batches(samples.size(), batch_size, false, nullptr)) {
+    const PreparedBatch prepared = prepare_batch(samples, batch, 0, batch.size(0), recipe, nullptr);
+    const auto logits = model->forward(prepared.inputs.to(device));
+    correct += logits.argmax(1).eq(prepared.labels.to(device)).sum().item<int64_t>();
     task_progress::check_deadline();
   }
   if (was_training) model->train();

@@ -147,7 +147,7 @@ std::vector<torch::Tensor> HintLoss::parameters() const {
 GraphModule distill_stage(GraphModule model, const StageConfig& stage, StageContext& context) {
   GraphModule teacher = load_teacher(stage.params.at("teacher").get<std::string>(), context.baseline, "distill");
   const DistillSettings settings = read_distill_settings(stage.params, "distill");
-  const TrainConfig config = train_config_from_params(stage.params);
+  const TrainConfig config = in_trial_span(train_config_from_params(stage.params), context);
   TrainHooks hooks;
   hooks.loss = make_distillation_loss(teacher, model->graph(), settings, "distill");
   hooks.modules.push_back(teacher.get());  // on the training's device with the student

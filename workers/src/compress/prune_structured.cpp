@@ -7,7 +7,11 @@
 #include <torch/torch.h>
 
 #include "edgesweep/common/error.h"
+#include "edgesweep/common/progress.h"
 #include "edgesweep/workers/compress/prune.h"
+#include "edgesweep/workers/device.h"
+#include "edgesweep/workers/gradient_sync.h"
+#include "edgesweep/workers/input_pipeline.h"
 
 namespace edgesweep {
 namespace {
@@ -45,7 +49,49 @@ std::vector<double> channel_importance(const GraphModule& model, const ChannelAn
   const Graph& graph = model->graph();
   const size_t units = analysis.unit_group.size();
   std::vector<double> result(units, 0.0);
-  if (importance != ChannelImportance::Block) {
+  if (importance == ChannelImportance::GroupNorm) {
+    // Sum of squares of every weight tied to each unit, then its square root.
+    std::vector<double> squares(units, 0.0);
+    const auto add = [&](int node, const torch::Tensor& per_position) {
+      const auto values = per_position.to(torch::kFloat64).contiguous();
+      const double* data = values.data_ptr<double>();
+      for (int64_t p = 0; p < values.numel(); ++p) squares[analysis.unit_of(node, p)] += data[p];
+    };
+    for (size_t i = 0; i < graph.nodes.size(); ++i) {
+      const Node& node = graph.nodes[i];
+      const int index = static_cast<int>(i);
+      if (node.op == OpKind::BatchNorm) {
+        add(index, model->weight(index).square());
+        continue;
+      }
+      if (node.op != OpKind::Conv && node.op != OpKind::Linear) continue;
+      const auto squared = model->weight(index).square();
+      add(index, squared.flatten(1).sum(1));
+      if (node.op == OpKind::Conv && node.groups > 1) continue;
+      add(node.inputs[0], squared.transpose(0, 1).flatten(1).sum(1));
+    }
+    for (size_t u = 0; u < units; ++u) result[u] = std::sqrt(squares[u]);
+    return result;
+  }
+  if (importance == ChannelImportance::BatchNormScale) {
+    std::vector<double> scales(units, 0.0);
+    std::vector<bool> has_norm(units, false);
+    for (size_t i = 0; i < graph.nodes.size(); ++i) {
+      if (graph.nodes[i].op != OpKind::BatchNorm) continue;
+      const auto gamma = model->weight(static_cast<int>(i)).abs().to(torch::kFloat64).contiguous();
+      const double* data = gamma.data_ptr<double>();
+      for (int64_t c = 0; c < gamma.numel(); ++c) {
+        const int unit = analysis.unit_of(static_cast<int>(i), c);
+        scales[unit] += data[c];
+        has_norm[unit] = true;
+      }
+    }
+    const std::vector<double> magnitude = channel_importance(model, analysis, ChannelImportance::Block);
+    for (size_t u = 0; u < units; ++u) result[u] = has_norm[u] ? scales[u] : magnitude[u];
+    return result;
+  }
+  if (importance == ChannelImportance::L1 || importance == ChannelImportance::L2 ||
+      importance == ChannelImportance::GeometricMedian) {
     for (const ChannelGroup& group : analysis.groups) {
       if (!group.single_producer()) continue;
       const int producer = group.producers.front();
@@ -86,6 +132,90 @@ std::vector<double> channel_importance(const GraphModule& model, const ChannelAn
   }
   for (size_t u = 0; u < units; ++u) result[u] = counts[u] > 0 ? sums[u] / counts[u] : 0.0;
   return result;
+}
+
+std::vector<double> taylor_importance(GraphModule& model, const ChannelAnalysis& analysis, const DataSplits& data,
+                                      int64_t batches, int64_t batch_size, uint64_t seed) {
+  check_input(batches >= 1, "taylor importance needs at least one batch, got {}", batches);
+  check(data.train.size() > 0, "taylor importance needs training images; the training split is empty");
+  const Graph& graph = model->graph();
+  const size_t units = analysis.unit_group.size();
+  const torch::Device device = task_device::current();
+  const DevicePlacement placement(device, {model.get()});
+  const bool was_training = model->is_training();
+  std::vector<torch::Tensor> buffers = model->buffers(), saved;
+  for (const torch::Tensor& b : buffers) saved.push_back(b.detach().clone());
+  std::vector<torch::Tensor> parameters = model->parameters();
+  const auto clear_gradients = [&] {
+    for (torch::Tensor& p : parameters) p.mutable_grad() = torch::Tensor();
+  };
+  clear_gradients();
+  model->train();
+  torch::manual_seed(seed);  // dropout's masks
+  torch::Generator generator = at::detail::createCPUGenerator(seed);
+  const Dataset train{data.train.images.contiguous(), data.train.labels};
+  BatchRecipe recipe;
+  recipe.mean = data.mean;
+  recipe.std = data.std;
+  const std::vector<torch::Tensor> order = make_batches(train.size(), batch_size, true, &generator);
+  const int64_t used = std::min<int64_t>(batches, static_cast<int64_t>(order.size()));
+  std::vector<double> scores(units, 0.0), gate(units, 0.0);
+  const auto add = [&](int node, const torch::Tensor& per_channel) {
+    const auto values = per_channel.to(torch::kFloat64).cpu().contiguous();
+    const double* values_data = values.data_ptr<double>();
+    for (int64_t c = 0; c < values.numel(); ++c) gate[analysis.unit_of(node, c)] += values_data[c];
+  };
+  for (int64_t k = 0; k < used; ++k) {
+    const PreparedBatch batch = prepare_batch(train, order[static_cast<size_t>(k)], 0, order[k].size(0), recipe,
+                                              nullptr);
+    const torch::Tensor logits = model->forward(batch.inputs.to(device));
+    torch::nn::functional::cross_entropy(logits, batch.labels.to(device)).backward();
+    std::fill(gate.begin(), gate.end(), 0.0);
+    {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < graph.nodes.size(); ++i) {
+        const Node& node = graph.nodes[i];
+        const int index = static_cast<int>(i);
+        const bool norm = node.op == OpKind::BatchNorm;
+        if (!norm && node.op != OpKind::Conv && node.op != OpKind::Linear) continue;
+        const torch::Tensor& weight = model->weight(index);
+        if (weight.grad().defined()) {
+          const torch::Tensor product = weight * weight.grad();  // [out, ...] for convs and linears, [C] for norms
+          add(index, product.dim() > 1 ? product.flatten(1).sum(1) : product);
+        }
+        const bool has_bias = norm || node.bias;
+        if (has_bias && model->bias(index).grad().defined()) add(index, model->bias(index) * model->bias(index).grad());
+      }
+    }
+    for (size_t u = 0; u < units; ++u) scores[u] += gate[u] * gate[u];
+    clear_gradients();
+    task_progress::check_deadline();
+  }
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t b = 0; b < buffers.size(); ++b) buffers[b].copy_(saved[b]);
+  }
+  model->train(was_training);
+  for (double& score : scores) score /= static_cast<double>(std::max<int64_t>(used, 1));
+  // In a data-parallel group every rank must remove the same channels: the leader's scores are everyone's.
+  if (Collective* group = task_group::current()) group->broadcast(scores.data(), scores.size() * sizeof(double), 0);
+  return scores;
+}
+
+void add_batch_norm_sparsity(const GraphModule& model, double penalty, TrainHooks& hooks) {
+  check_input(penalty >= 0, "the batch-norm sparsity penalty must be >= 0, got {}", penalty);
+  std::vector<torch::Tensor> scales;
+  const Graph& graph = model->graph();
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    if (graph.nodes[i].op == OpKind::BatchNorm) scales.push_back(model->weight(static_cast<int>(i)));
+  }
+  hooks.after_backward = [scales, penalty, next = std::move(hooks.after_backward)] {
+    torch::NoGradGuard no_grad;
+    for (const torch::Tensor& gamma : scales) {
+      if (gamma.grad().defined()) gamma.mutable_grad().add_(gamma.sign(), penalty);
+    }
+    if (next) next();
+  };
 }
 
 std::vector<bool> select_units(const ChannelAnalysis& analysis, const std::vector<double>& importance,

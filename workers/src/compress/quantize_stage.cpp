@@ -143,6 +143,7 @@ ScriptedModel quantization_aware_training(const GraphModule& model, const DataSp
 
 GraphModule quantize_stage(GraphModule model, const StageConfig& stage, StageContext& context) {
   QuantizeOptions options = read_quantize_options(stage.params);
+  options.qat_training = in_trial_span(options.qat_training, context);
   options.keep_zero_weights = context.keep_zero_weights;
   const size_t stages = context.trial.pipeline.size();
   check_input(stages == 0 || context.stage_index + 1 == static_cast<int>(stages),

@@ -26,6 +26,13 @@ struct DataConfig {
   bool rgb = false;          ///< grey images replicated to three channels
   std::vector<double> mean;  ///< per channel, in [0, 1] units; empty: the training split's own
   std::vector<double> std;
+  /// Seed of the train/validation/test splits and subsets; -1: the trial's seed. Fixed, trials of several seeds
+  /// train on the same images. In JSON only when set.
+  int64_t split_seed = -1;
+  /// The seed the splits are drawn with, for a trial seeded with `trial_seed`.
+  uint64_t splits_seed(uint64_t trial_seed) const {
+    return split_seed >= 0 ? static_cast<uint64_t>(split_seed) : trial_seed;
+  }
 };
 
 struct ModelConfig {
@@ -51,6 +58,17 @@ struct TrainConfig {
   /// "fp32", "bf16" or "fp16": the autocast dtype of the forward pass and the loss (weights, optimizer state, batch
   /// norm and the loss stay fp32). In JSON only when not fp32, so older configs keep their form and hashes.
   std::string precision = "fp32";
+  /// Epochs (fractions allowed) over which the rate rises linearly from near zero to `lr` before the schedule
+  /// proper; for one-cycle, the rising phase (0: 30 % of the steps). In JSON only when above 0.
+  double warmup_epochs = 0;
+  /// "stage": the schedule runs over this training alone; "trial": over every training of the trial's stages that
+  /// say "trial", in pipeline order, each at its own `lr` times the schedule's factor at its place. In JSON only
+  /// when "trial".
+  std::string lr_span = "stage";
+  /// Set by the stage that trains (not part of the config's JSON): where this training starts in the trial's span
+  /// and the span's length, in epochs. A length of 0: the training is its own span.
+  double span_offset_epochs = 0;
+  double span_total_epochs = 0;
 };
 
 /// [baseline]: its training settings and, optionally, the archive whose weights it starts from.

@@ -48,6 +48,19 @@ void record_epochs(const std::vector<EpochRecord>& epochs, StageContext& context
 /// `context.keep_zero_weights` asks for it; the masks are taken now, from the weights as they are.
 void hold_zero_weights(const GraphModule& model, const StageContext& context, TrainHooks& hooks);
 
+/// The training epochs `stage` runs as its settings say: a train, finetune or distill stage's epochs, a prune stage's
+/// rounds of fine-tuning (`steps` rounds when iterative), a qat-int8 quantize stage's qat_epochs; 0 for the rest.
+double stage_training_epochs(const StageConfig& stage);
+
+/// The length in epochs of the trial's learning-rate span: the training epochs of every stage whose lr_span is
+/// "trial" (0 when none is).
+double trial_span_epochs(const std::vector<StageConfig>& pipeline);
+
+/// `config` placed in its trial's span when its lr_span is "trial": it starts after the training epochs of the
+/// spanning stages before this one plus `earlier_in_stage` (a prune stage's earlier rounds), in a span of
+/// trial_span_epochs. Unchanged otherwise.
+TrainConfig in_trial_span(TrainConfig config, const StageContext& context, double earlier_in_stage = 0);
+
 /// The seed of a stage's random choices: from the trial's seed and the stage's position.
 uint64_t stage_seed(const StageContext& context);
 

@@ -23,6 +23,7 @@ struct EpochRecord {
   double images_per_second = 0;
   bool channels_last = false;   ///< trained in channels-last layout
   int64_t skipped_steps = 0;    ///< fp16: steps skipped for inf or NaN gradients (loss scaling)
+  double input_wait_seconds = 0;  ///< time the steps waited for the input pipeline's next batch
 };
 
 /// A training loss computed from the model's logits, the labels and the normalised inputs of a batch.

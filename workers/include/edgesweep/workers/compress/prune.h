@@ -78,12 +78,31 @@ enum class ChannelImportance {
   L2,     ///< L2 norm of the producing filter
   GeometricMedian,  ///< sum of L2 distances from the filter to the layer's other filters (small: replaceable)
   Block,  ///< mean |w| of every weight tied to the unit: producers' filters, depthwise filters, consumers' slices
+  /// L2 norm of everything tied to the unit (DepGraph, Fang et al. 2023): producers' filters, depthwise filters,
+  /// consumers' input slices and the batch-norm scales on its path
+  GroupNorm,
+  /// sum of |gamma| of the batch norms on the unit's path (network slimming, Liu et al. 2017); units without one
+  /// are ranked as Block ranks them
+  BatchNormScale,
 };
 
 /// Importance of every unit of `analysis` (indexed by unit id). L1/L2/GeometricMedian are defined only for units of
 /// single-producer groups; other units get 0 and must not be selected with them.
 std::vector<double> channel_importance(const GraphModule& model, const ChannelAnalysis& analysis,
                                        ChannelImportance importance);
+
+/// First-order Taylor importance (Molchanov et al. 2019) of every unit of `analysis`: on `batches` shuffled training
+/// batches of `data` (cross-entropy, training mode), the square of the sum of weight x gradient over the parameters
+/// that produce the unit's channels (producers' filters and biases, depthwise filters, the scales and shifts of the
+/// batch norms on its path), averaged over the batches: the loss's first-order change when the unit is removed.
+/// Runs on task_device::current(); the batch-norm statistics and the gradients are left as they were.
+std::vector<double> taylor_importance(GraphModule& model, const ChannelAnalysis& analysis, const DataSplits& data,
+                                      int64_t batches, int64_t batch_size, uint64_t seed);
+
+/// Adds to `hooks` (before any after_backward already there) an L1 penalty `penalty` * sum |gamma| on the scale of
+/// every batch norm of `model`, added to the gradients after each backward pass: network slimming's sparsity
+/// training, which drives the scales of unimportant channels toward zero.
+void add_batch_norm_sparsity(const GraphModule& model, double penalty, TrainHooks& hooks);
 
 struct ChannelSelection {
   double sparsity = 0;   ///< share of units removed: per group (local) or over all eligible groups (global)
