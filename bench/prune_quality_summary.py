@@ -7,20 +7,15 @@ import json
 import statistics
 import sys
 
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from precision_summary import cell  # noqa: E402  (mean ± sample standard deviation, as in the precision summary)
+
 # Torch-Pruning 1.3.7 on the same ResNet-20 / Fashion-MNIST setup (one-shot L1 group pruning, 4 epochs of SGD with
 # cosine annealing per step to zero on the same 12,000 images, optional Hinton distillation), as the trainer issue
 # states them: (MACs reduction, accuracy drop in points, recipe).
 PEER = [(2.39, 0.80, "fine-tuning"), (2.39, 0.37, "distillation"), (3.38, 0.72, "distillation")]
 # The targets: at most this drop at about this reduction, in the mean over the seeds.
 TARGETS = [(2.4, 0.3), (3.4, 0.6)]
-
-
-def cell(values, digits=2):
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main():

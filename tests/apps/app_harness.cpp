@@ -238,7 +238,8 @@ std::map<std::string, std::string> mpi_environment() {
 }
 
 ProcessResult AppTest::edgesweep_mpi(int ranks, const std::vector<std::string>& args) const {
-  std::vector<std::string> argv = {mpiexec_path(), "-np", std::to_string(ranks), "--oversubscribe", EDGESWEEP_BINARY};
+  std::vector<std::string> argv = {mpiexec_path(), "-np", std::to_string(ranks), "--oversubscribe", "--bind-to",
+                                   "none", EDGESWEEP_BINARY};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_process(argv, folder_, process_timeout, mpi_environment());
 }

@@ -192,7 +192,8 @@ class FaultTest : public AppTest {
     std::map<std::string, std::string> env = mpi_environment();
     env["EDGESWEEP_FAULT_TEST"] = std::to_string(getpid());
     return std::make_unique<Child>(
-        std::vector<std::string>{mpiexec_path(), "-np", "3", "--oversubscribe", EDGESWEEP_BINARY, "run", spec.string()},
+        std::vector<std::string>{mpiexec_path(), "-np", "3", "--oversubscribe", "--bind-to", "none", EDGESWEEP_BINARY,
+                                 "run", spec.string()},
         folder_ / (name + "-run.log"), env);
   }
   /// The pid of rank `rank` of the run start_run started, or -1.

@@ -4,6 +4,8 @@
 // with the reason when there is none; on a CUDA build with a GPU they run the training loop on it.
 #include "edgesweep/workers/device.h"
 
+#include <sched.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -22,8 +24,8 @@
 #include "expect_error.h"
 #include "fake_datasets.h"
 #include "temp_folder.h"
-#include "tiny_tasks.h"
 #include "synthetic_data.h"
+#include "tiny_tasks.h"
 
 namespace edgesweep {
 namespace {
@@ -136,6 +138,48 @@ TEST(Device, APlacementOnTheCpuLeavesEverythingAsItWas) {
 std::string no_gpu() {
   const std::string reason = cuda_unavailable_reason();
   return reason.empty() ? "" : "needs a GPU: " + reason;
+}
+
+TEST(TaskThreads, LibTorchAndBlasGetTheTasksThreadsAndReportThem) {
+  const int before = torch::get_num_threads();
+  const ThreadSettings settings = set_task_threads(1);
+  EXPECT_EQ(settings.requested, 1);
+  EXPECT_EQ(settings.intra_op, 1);
+  EXPECT_EQ(settings.openmp, 1);
+  EXPECT_EQ(torch::get_num_threads(), 1);
+  if (settings.blas >= 0) {
+    EXPECT_EQ(settings.blas, 1);  // OpenBLAS is the BLAS in use
+  }
+  EXPECT_FALSE(settings.limited_by_affinity);
+  EXPECT_EQ(settings.allowed_cpus, allowed_cpus());
+  torch::set_num_threads(before);
+}
+
+TEST(TaskThreads, AProcessBoundToFewerCpusThanItsThreadsComputesWithOneThreadPerCpu) {
+  // As a rank that mpirun bound to one core: this thread's mask is what the process would have.
+  cpu_set_t saved;
+  ASSERT_EQ(sched_getaffinity(0, sizeof saved, &saved), 0);
+  if (CPU_COUNT(&saved) < 2) GTEST_SKIP() << "needs two CPUs; this process may run on " << CPU_COUNT(&saved);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &saved)) {
+      CPU_SET(cpu, &one);
+      break;
+    }
+  }
+  const int before = torch::get_num_threads();
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  const ThreadSettings bound = set_task_threads(2);
+  ASSERT_EQ(sched_setaffinity(0, sizeof saved, &saved), 0);
+  EXPECT_EQ(bound.allowed_cpus, 1);
+  EXPECT_EQ(bound.requested, 2);
+  EXPECT_EQ(bound.intra_op, 1);
+  EXPECT_TRUE(bound.limited_by_affinity);
+  const ThreadSettings free = set_task_threads(2);
+  EXPECT_EQ(free.intra_op, 2);
+  EXPECT_FALSE(free.limited_by_affinity);
+  torch::set_num_threads(before);
 }
 
 TEST(DeviceOnGpu, APlacementMovesModulesAndTensorsInPlaceAndBack) {

@@ -2,6 +2,7 @@
 #include "edgesweep/workers/device.h"
 
 #include <dlfcn.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -9,6 +10,8 @@
 
 #include <ATen/Context.h>
 #include <torch/cuda.h>
+
+#include <spdlog/spdlog.h>
 
 #include "edgesweep/common/error.h"
 
@@ -89,9 +92,31 @@ Scope::~Scope() {
 }
 }  // namespace task_device
 
+int64_t allowed_cpus() {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  if (sched_getaffinity(0, sizeof cpus, &cpus) != 0) return 0;
+  return CPU_COUNT(&cpus);
+}
+
 ThreadSettings set_task_threads(int64_t threads) {
   ThreadSettings settings;
-  settings.intra_op = std::max<int64_t>(1, threads);
+  settings.requested = std::max<int64_t>(1, threads);
+  settings.allowed_cpus = allowed_cpus();
+  settings.intra_op = settings.requested;
+  if (settings.allowed_cpus > 0 && settings.allowed_cpus < settings.requested) {
+    settings.intra_op = settings.allowed_cpus;
+    settings.limited_by_affinity = true;
+    // Once per process: every task of a bound rank meets the same mask.
+    static bool warned = false;
+    if (!warned) {
+      warned = true;
+      spdlog::warn("this process may run on {} CPU(s) (its affinity) but its tasks ask for {} threads; it computes "
+                   "with {}. Under mpirun, Open MPI binds each of two ranks to one core by default: start with "
+                   "`mpirun --bind-to none` (or give [run] threads) to use the cores",
+                   settings.allowed_cpus, settings.requested, settings.intra_op);
+    }
+  }
   // LibTorch's own pool is OpenMP here: this sets both.
   torch::set_num_threads(static_cast<int>(settings.intra_op));
   settings.openmp = torch::get_num_threads();

@@ -381,6 +381,9 @@ TaskResult run_task(const Task& task) {
     }
     if (!result.metrics.empty() && !result.cached) {  // the leader's report: the threads its work ran with
       result.metrics.push_back({-1, "threads", static_cast<double>(threads.intra_op)});
+      if (threads.allowed_cpus > 0) {
+        result.metrics.push_back({-1, "allowed_cpus", static_cast<double>(threads.allowed_cpus)});
+      }
       result.metrics.push_back({-1, "openmp_threads", static_cast<double>(threads.openmp)});
       if (threads.blas >= 0) result.metrics.push_back({-1, "blas_threads", static_cast<double>(threads.blas)});
     }

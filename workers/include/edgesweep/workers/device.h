@@ -54,13 +54,22 @@ class Scope {
 }  // namespace task_device
 
 /// The thread counts a task computes with, set once per task: LibTorch's intra-op threads (which are OpenMP's) and
-/// OpenBLAS's (set through openblas_set_num_threads when the BLAS in use is OpenBLAS; -1 when it is another).
+/// OpenBLAS's (set through openblas_set_num_threads when the BLAS in use is OpenBLAS; -1 when it is another). A
+/// process may run on fewer CPUs than the task asks threads (its affinity: Open MPI binds each of two ranks to one
+/// core unless told --bind-to none, Slurm binds tasks to their cores): the threads are then as many as its CPUs, as
+/// more would take turns on them, and `limited_by_affinity` says so.
 struct ThreadSettings {
   int64_t intra_op = 1;
   int64_t openmp = 1;
   int64_t blas = -1;
+  int64_t requested = 1;     ///< what the task asked
+  int64_t allowed_cpus = 0;  ///< CPUs this process may run on (0: unknown)
+  bool limited_by_affinity = false;
 };
 ThreadSettings set_task_threads(int64_t threads);
+
+/// How many CPUs this process may run on (its affinity mask); 0 when it cannot be read.
+int64_t allowed_cpus();
 
 /// Moves modules and tensors to `device` for its lifetime and back to the CPU after (when it ends by an exception
 /// too). Tensors move in place (their data is swapped, as Module::to does), so closures that hold them see the move.
