@@ -206,6 +206,10 @@ std::vector<ParamSpec> prune_params() {
                 "over criterion_batches training batches (Molchanov et al. 2019); bn-scale: |gamma| of the batch "
                 "norms on the channel's path after slimming_epochs of training with an L1 penalty on gamma "
                 "(network slimming, Liu et al. 2017)"));
+  optional(integer("recalibrate_batches", 0, 0, 100000, true,
+                   "filter/block: training batches over which every batch norm's running statistics are estimated "
+                   "again after each pruning round, before fine-tuning (the removed channels change what every later "
+                   "layer sees); 0: off"));
   optional(integer("criterion_batches", 32, 1, 100000, true,
                    "taylor: training batches the importance is averaged over"));
   optional(integer("slimming_epochs", 1, 0, 1000, true,

@@ -167,6 +167,38 @@ TEST(BatchNormSparsity, AddsPenaltyTimesTheSignOfGammaToItsGradient) {
   expect_error<InputError>([&] { add_batch_norm_sparsity(model, -1, hooks); }, {"penalty", ">= 0"});
 }
 
+TEST(BatchNormRecalibration, RunningStatisticsBecomeTheAverageOfTheBatchesStatistics) {
+  // A batch norm right after the input: its batch statistics are those of the normalised images themselves.
+  const DataSplits data = brightness_task(8);
+  torch::manual_seed(8);
+  GraphModule model(graph_from_layers(
+      Json::parse(R"([{"op": "batchnorm", "name": "bn"}, {"op": "flatten"}, {"op": "linear", "out": 2}])"),
+      Shape{1, 8, 8, false}, 2));
+  const int bn = model->graph().find("bn");
+  {
+    torch::NoGradGuard no_grad;
+    model->running_mean(bn).fill_(5);  // statistics of some other network
+    model->running_var(bn).fill_(9);
+  }
+  model->eval();
+  recalibrate_batch_norm(model, data, 3, 16, 21);
+  torch::Generator generator = at::detail::createCPUGenerator(21);
+  const auto order = make_batches(data.train.size(), 16, true, &generator);
+  BatchRecipe recipe;
+  recipe.mean = data.mean;
+  recipe.std = data.std;
+  double mean = 0, variance = 0;
+  for (int k = 0; k < 3; ++k) {
+    const torch::Tensor x = prepare_batch(data.train, order[k], 0, 16, recipe, nullptr).inputs.to(torch::kFloat64);
+    mean += x.mean().item<double>() / 3;
+    variance += x.var(/*unbiased=*/true).item<double>() / 3;  // as batch norm's running variance takes it
+  }
+  EXPECT_NEAR(model->running_mean(bn).item<double>(), mean, 1e-5 * std::abs(mean) + 1e-6);
+  EXPECT_NEAR(model->running_var(bn).item<double>(), variance, 1e-5 * variance);
+  EXPECT_FALSE(model->is_training());  // the mode it came in
+  expect_error<InputError>([&] { recalibrate_batch_norm(model, data, 0, 16, 21); }, {"at least one batch"});
+}
+
 TEST(PruneStageCriteria, EachCriterionPrunesResNetBlocksAndSlimmingTrainsFirst) {
   const DataSplits data = brightness_task(6, 16);
   TrialConfig trial;
@@ -181,7 +213,8 @@ TEST(PruneStageCriteria, EachCriterionPrunesResNetBlocksAndSlimmingTrainsFirst) 
     GraphModule result = find_stage("prune")(
         model,
         stage_config("prune", {{"method", "block"}, {"sparsity", 0.5}, {"criterion", criterion},
-                               {"finetune_epochs", 1}, {"batch_size", 16}, {"criterion_batches", 2}}),
+                               {"finetune_epochs", 1}, {"batch_size", 16}, {"criterion_batches", 2},
+                               {"recalibrate_batches", 2}}),
         context);
     EXPECT_LT(count_macs(result->graph()), macs / 2) << criterion;  // about a quarter: both sides of each conv
     // Slimming's epoch comes before the fine-tuning's.
@@ -205,6 +238,9 @@ TEST(PruneStageCriteria, ACriterionIsForBlockAndNotWithSensitivityRatios) {
   expect_error<InputError>(
       [&] { run({{"method", "block"}, {"sparsity", 0.5}, {"criterion", "group-norm"}, {"from_sensitivity", 1.0}}); },
       {"'criterion' = \"group-norm\"", "from_sensitivity"});
+  expect_error<InputError>(
+      [&] { run({{"method", "magnitude-global"}, {"sparsity", 0.5}, {"recalibrate_batches", 4}}); },
+      {"'recalibrate_batches'", "magnitude-global"});
   EXPECT_TRUE(metrics.empty());
 }
 

@@ -113,6 +113,7 @@ struct PruneSettings {
   double from_sensitivity = -1;  ///< >= 0: per-layer ratios from a sensitivity stage, with this maximum drop
   std::string criterion = "magnitude";  ///< block: magnitude, group-norm, taylor or bn-scale
   int64_t criterion_batches = 32;       ///< taylor
+  int64_t recalibrate_batches = 0;      ///< filter/block: batch-norm statistics estimated again after each round
   int64_t slimming_epochs = 1;          ///< bn-scale
   double slimming_penalty = 1e-4;       ///< bn-scale
   bool unstructured() const {
@@ -173,6 +174,11 @@ PruneSettings read_prune_settings(const Json& params, const Graph& graph, int64_
   check_input(s.criterion == "magnitude" || s.from_sensitivity < 0,
               "prune: 'criterion' = \"{}\" with 'from_sensitivity': the per-group ratios of a sensitivity stage were "
               "measured by removing the smallest-magnitude channels, so they prune by magnitude", s.criterion);
+  s.recalibrate_batches = params.value("recalibrate_batches", int64_t{0});
+  check_input(s.recalibrate_batches >= 0, "prune: 'recalibrate_batches' = {} must be >= 0", s.recalibrate_batches);
+  check_input(s.recalibrate_batches == 0 || (!s.unstructured() && s.method != "node"),
+              "prune: 'recalibrate_batches' re-estimates batch-norm statistics after channels are removed and "
+              "applies to the filter and block methods, not '{}'", s.method);
   s.criterion_batches = params.value("criterion_batches", int64_t{32});
   check_input(s.criterion_batches >= 1, "prune: 'criterion_batches' = {} must be >= 1", s.criterion_batches);
   s.slimming_epochs = params.value("slimming_epochs", int64_t{1});
@@ -325,6 +331,10 @@ GraphModule prune_stage(GraphModule model, const StageConfig& stage, StageContex
                                     stage_seed(context) + static_cast<uint64_t>(round))
                 : channel_importance(model, analysis, importance);
         model = rebuild_without(model, analysis, select_units(analysis, scores, selection));
+        if (settings.recalibrate_batches > 0) {
+          recalibrate_batch_norm(model, data, settings.recalibrate_batches, settings.finetune.batch_size,
+                                 stage_seed(context) + 7919 * static_cast<uint64_t>(round));
+        }
       }
     }
     reached = target;

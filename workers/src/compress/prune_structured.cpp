@@ -202,6 +202,61 @@ std::vector<double> taylor_importance(GraphModule& model, const ChannelAnalysis&
   return scores;
 }
 
+void recalibrate_batch_norm(GraphModule& model, const DataSplits& data, int64_t batches, int64_t batch_size,
+                            uint64_t seed) {
+  check_input(batches >= 1, "batch-norm recalibration needs at least one batch, got {}", batches);
+  const Graph& graph = model->graph();
+  std::vector<int> norms;
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    if (graph.nodes[i].op == OpKind::BatchNorm && graph.nodes[i].momentum > 0) norms.push_back(static_cast<int>(i));
+  }
+  if (norms.empty() || data.train.size() == 0) return;
+  const torch::Device device = task_device::current();
+  const DevicePlacement placement(device, {model.get()});
+  const bool was_training = model->is_training();
+  torch::NoGradGuard no_grad;
+  model->train();
+  torch::Generator generator = at::detail::createCPUGenerator(seed);
+  const Dataset train{data.train.images.contiguous(), data.train.labels};
+  BatchRecipe recipe;
+  recipe.mean = data.mean;
+  recipe.std = data.std;
+  const std::vector<torch::Tensor> order = make_batches(train.size(), batch_size, true, &generator);
+  const int64_t used = std::min<int64_t>(batches, static_cast<int64_t>(order.size()));
+  // A forward pass in training mode moves each running value to (1 - m) * old + m * batch's; the batch's value is
+  // read back from that, summed, and the average of the batches' values replaces the running one at the end.
+  std::vector<torch::Tensor> mean_sums, var_sums;
+  for (int n : norms) {
+    mean_sums.push_back(torch::zeros_like(model->running_mean(n), torch::kFloat64));
+    var_sums.push_back(torch::zeros_like(model->running_var(n), torch::kFloat64));
+  }
+  for (int64_t k = 0; k < used; ++k) {
+    std::vector<torch::Tensor> means_before, vars_before;
+    for (int n : norms) {
+      means_before.push_back(model->running_mean(n).to(torch::kFloat64));
+      vars_before.push_back(model->running_var(n).to(torch::kFloat64));
+    }
+    const PreparedBatch batch =
+        prepare_batch(train, order[static_cast<size_t>(k)], 0, order[static_cast<size_t>(k)].size(0), recipe, nullptr);
+    model->forward(batch.inputs.to(device));
+    for (size_t j = 0; j < norms.size(); ++j) {
+      const double m = graph.nodes[norms[j]].momentum;
+      mean_sums[j] += (model->running_mean(norms[j]).to(torch::kFloat64) - (1 - m) * means_before[j]) / m;
+      var_sums[j] += (model->running_var(norms[j]).to(torch::kFloat64) - (1 - m) * vars_before[j]) / m;
+    }
+    task_progress::check_deadline();
+  }
+  std::vector<torch::Tensor> statistics;
+  for (size_t j = 0; j < norms.size(); ++j) {
+    model->running_mean(norms[j]).copy_(mean_sums[j] / static_cast<double>(used));
+    model->running_var(norms[j]).copy_(var_sums[j] / static_cast<double>(used));
+    statistics.push_back(model->running_mean(norms[j]));
+    statistics.push_back(model->running_var(norms[j]));
+  }
+  model->train(was_training);
+  if (task_group::current() != nullptr) GradientAverager::broadcast_from_leader(*task_group::tensors(), statistics);
+}
+
 void add_batch_norm_sparsity(const GraphModule& model, double penalty, TrainHooks& hooks) {
   check_input(penalty >= 0, "the batch-norm sparsity penalty must be >= 0, got {}", penalty);
   std::vector<torch::Tensor> scales;

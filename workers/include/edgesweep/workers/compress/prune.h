@@ -99,6 +99,15 @@ std::vector<double> channel_importance(const GraphModule& model, const ChannelAn
 std::vector<double> taylor_importance(GraphModule& model, const ChannelAnalysis& analysis, const DataSplits& data,
                                       int64_t batches, int64_t batch_size, uint64_t seed);
 
+/// Estimates every batch norm's running mean and variance again, as the average of their values on `batches`
+/// shuffled training batches of `data` (training mode, no augmentation, no gradients), in place of the running
+/// averages the model trained with. After channels are removed, every later layer sees other inputs than its
+/// statistics were gathered on, which left a pruned ResNet-20 at chance before fine-tuning. Nothing but the
+/// statistics changes; a model without batch norm is left as it is. In a data-parallel group the leader's statistics
+/// are everyone's.
+void recalibrate_batch_norm(GraphModule& model, const DataSplits& data, int64_t batches, int64_t batch_size,
+                            uint64_t seed);
+
 /// Adds to `hooks` (before any after_backward already there) an L1 penalty `penalty` * sum |gamma| on the scale of
 /// every batch norm of `model`, added to the gradients after each backward pass: network slimming's sparsity
 /// training, which drives the scales of unimportant channels toward zero.
