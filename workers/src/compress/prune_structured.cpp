@@ -2,6 +2,7 @@
 // globally, and rebuild a dense smaller GraphModule with the surviving weights.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
 
 #include <torch/torch.h>
@@ -39,6 +40,26 @@ int64_t round_kept(double keep, int64_t multiple, int64_t size) {
   if (multiple <= 1) return std::clamp<int64_t>(std::llround(keep), 1, size);
   const auto multiples = std::max<int64_t>(1, std::llround(keep / static_cast<double>(multiple)));
   return std::clamp<int64_t>(multiples * multiple, 1, size);
+}
+
+/// Calls `use` with each of the first `batches` batches of one shuffled pass (seeded by `seed`) over `data`'s training
+/// images, normalised and not augmented, prepared one at a time: what the Taylor criterion and the batch-norm
+/// recalibration compute on. Returns how many batches there were.
+int64_t for_training_batches(const DataSplits& data, int64_t batches, int64_t batch_size, uint64_t seed,
+                             const std::function<void(const PreparedBatch&)>& use) {
+  torch::Generator generator = at::detail::createCPUGenerator(seed);
+  const Dataset train{data.train.images.contiguous(), data.train.labels};
+  BatchRecipe recipe;
+  recipe.mean = data.mean;
+  recipe.std = data.std;
+  const std::vector<torch::Tensor> order = make_batches(train.size(), batch_size, true, &generator);
+  const int64_t used = std::min<int64_t>(batches, static_cast<int64_t>(order.size()));
+  for (int64_t k = 0; k < used; ++k) {
+    const torch::Tensor& indices = order[static_cast<size_t>(k)];
+    use(prepare_batch(train, indices, 0, indices.size(0), recipe, nullptr));
+    task_progress::check_deadline();
+  }
+  return used;
 }
 
 }  // namespace
@@ -152,22 +173,13 @@ std::vector<double> taylor_importance(GraphModule& model, const ChannelAnalysis&
   clear_gradients();
   model->train();
   torch::manual_seed(seed);  // dropout's masks
-  torch::Generator generator = at::detail::createCPUGenerator(seed);
-  const Dataset train{data.train.images.contiguous(), data.train.labels};
-  BatchRecipe recipe;
-  recipe.mean = data.mean;
-  recipe.std = data.std;
-  const std::vector<torch::Tensor> order = make_batches(train.size(), batch_size, true, &generator);
-  const int64_t used = std::min<int64_t>(batches, static_cast<int64_t>(order.size()));
   std::vector<double> scores(units, 0.0), gate(units, 0.0);
   const auto add = [&](int node, const torch::Tensor& per_channel) {
     const auto values = per_channel.to(torch::kFloat64).cpu().contiguous();
     const double* values_data = values.data_ptr<double>();
     for (int64_t c = 0; c < values.numel(); ++c) gate[analysis.unit_of(node, c)] += values_data[c];
   };
-  for (int64_t k = 0; k < used; ++k) {
-    const PreparedBatch batch = prepare_batch(train, order[static_cast<size_t>(k)], 0, order[k].size(0), recipe,
-                                              nullptr);
+  const int64_t used = for_training_batches(data, batches, batch_size, seed, [&](const PreparedBatch& batch) {
     const torch::Tensor logits = model->forward(batch.inputs.to(device));
     torch::nn::functional::cross_entropy(logits, batch.labels.to(device)).backward();
     std::fill(gate.begin(), gate.end(), 0.0);
@@ -189,8 +201,7 @@ std::vector<double> taylor_importance(GraphModule& model, const ChannelAnalysis&
     }
     for (size_t u = 0; u < units; ++u) scores[u] += gate[u] * gate[u];
     clear_gradients();
-    task_progress::check_deadline();
-  }
+  });
   {
     torch::NoGradGuard no_grad;
     for (size_t b = 0; b < buffers.size(); ++b) buffers[b].copy_(saved[b]);
@@ -216,13 +227,6 @@ void recalibrate_batch_norm(GraphModule& model, const DataSplits& data, int64_t 
   const bool was_training = model->is_training();
   torch::NoGradGuard no_grad;
   model->train();
-  torch::Generator generator = at::detail::createCPUGenerator(seed);
-  const Dataset train{data.train.images.contiguous(), data.train.labels};
-  BatchRecipe recipe;
-  recipe.mean = data.mean;
-  recipe.std = data.std;
-  const std::vector<torch::Tensor> order = make_batches(train.size(), batch_size, true, &generator);
-  const int64_t used = std::min<int64_t>(batches, static_cast<int64_t>(order.size()));
   // A forward pass in training mode moves each running value to (1 - m) * old + m * batch's; the batch's value is
   // read back from that, summed, and the average of the batches' values replaces the running one at the end.
   std::vector<torch::Tensor> mean_sums, var_sums;
@@ -230,22 +234,19 @@ void recalibrate_batch_norm(GraphModule& model, const DataSplits& data, int64_t 
     mean_sums.push_back(torch::zeros_like(model->running_mean(n), torch::kFloat64));
     var_sums.push_back(torch::zeros_like(model->running_var(n), torch::kFloat64));
   }
-  for (int64_t k = 0; k < used; ++k) {
+  const int64_t used = for_training_batches(data, batches, batch_size, seed, [&](const PreparedBatch& batch) {
     std::vector<torch::Tensor> means_before, vars_before;
     for (int n : norms) {
       means_before.push_back(model->running_mean(n).to(torch::kFloat64));
       vars_before.push_back(model->running_var(n).to(torch::kFloat64));
     }
-    const PreparedBatch batch =
-        prepare_batch(train, order[static_cast<size_t>(k)], 0, order[static_cast<size_t>(k)].size(0), recipe, nullptr);
     model->forward(batch.inputs.to(device));
     for (size_t j = 0; j < norms.size(); ++j) {
       const double m = graph.nodes[norms[j]].momentum;
       mean_sums[j] += (model->running_mean(norms[j]).to(torch::kFloat64) - (1 - m) * means_before[j]) / m;
       var_sums[j] += (model->running_var(norms[j]).to(torch::kFloat64) - (1 - m) * vars_before[j]) / m;
     }
-    task_progress::check_deadline();
-  }
+  });
   std::vector<torch::Tensor> statistics;
   for (size_t j = 0; j < norms.size(); ++j) {
     model->running_mean(norms[j]).copy_(mean_sums[j] / static_cast<double>(used));
